@@ -1,0 +1,343 @@
+"""The telemetry facade: catalogue names in, OTel instruments, spans and log records out.
+
+`Telemetry` is built over explicit providers (tests pass in-memory ones); the module-level functions
+of `clawdbot_otel` are bound to a default instance that `setup()` configures. Calls never raise into
+the host in production mode: bad names, labels and values are dropped or folded into `other` and
+counted in `clawdbot_otel_dropped_total`. Strict mode raises `TelemetryError` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry._logs import LoggerProvider, get_logger_provider
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from ._logging import LogSink, StreamSink, build_processors, level_value, make_logger
+from ._redact import Redactor
+from ._spans import SpanScope, TracingMixin
+from .conventions import METRICS, OTHER, SELF_METRICS, Kind, MetricSpec, nearest
+
+__all__ = ["Telemetry", "TelemetryError"]
+
+_internal_log = logging.getLogger("clawdbot_otel")
+
+Labels = Mapping[str, Any]
+
+
+class TelemetryError(ValueError):
+    """A name, label or value outside the catalogue (raised in strict mode only)."""
+
+
+def _describe_labels(spec: MetricSpec) -> str:
+    if not spec.labels:
+        return "none"
+    parts = []
+    for label in spec.labels:
+        values = f" ({', '.join(sorted(label.values))})" if label.enumerated else " (free-form)"
+        parts.append(label.name + values)
+    return "; ".join(parts)
+
+
+class _Metric:
+    """A catalogue metric bound to its instrument, with the label check on the fast path."""
+
+    __slots__ = ("_allowed", "_callbacks", "_lock", "_owner", "_values", "add", "record", "spec")
+
+    def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter) -> None:
+        self.spec = spec
+        self._owner = owner
+        self._lock = threading.Lock()
+        # label -> set of values accepted without further checks: the enumeration for enumerated
+        # labels, the (capped) set of values seen so far for free-form ones.
+        self._allowed: dict[str, set[str] | frozenset[str]] = {
+            label.name: (label.values if label.enumerated else {OTHER}) for label in spec.labels
+        }
+        self._values: dict[tuple[tuple[str, Any], ...], float] = {}
+        self._callbacks: list[Callable[[], Iterable[tuple[float, Labels | None]]]] = []
+        self.add: Callable[..., None] | None = None
+        self.record: Callable[..., None] | None = None
+        name, unit, desc = spec.otel_name, spec.unit, spec.description
+        if spec.kind is Kind.COUNTER:
+            self.add = meter.create_counter(name, unit, desc).add
+        elif spec.kind is Kind.UPDOWN_COUNTER:
+            self.add = meter.create_up_down_counter(name, unit, desc).add
+        elif spec.kind is Kind.HISTOGRAM:
+            self.record = meter.create_histogram(
+                name, unit, desc, explicit_bucket_boundaries_advisory=list(spec.buckets) or None
+            ).record
+        else:
+            meter.create_observable_gauge(name, [self._observe], unit, desc)
+
+    # --- labels ------------------------------------------------------------------------------
+    def labels(self, labels: Labels) -> Labels | None:
+        """The labels to record: the same mapping when clean (the fast path), else a fixed copy."""
+        allowed = self._allowed
+        for key, value in labels.items():
+            values = allowed.get(key)
+            if values is None or value not in values:
+                return self._fix(labels)
+        return labels
+
+    def _fix(self, labels: Labels) -> Labels | None:
+        owner = self._owner
+        fixed: dict[str, str] = {}
+        for key, value in labels.items():
+            values = self._allowed.get(key)
+            label = next((lb for lb in self.spec.labels if lb.name == key), None)
+            if values is None or label is None:
+                owner._reject(
+                    "unknown_label",
+                    self.spec.name,
+                    f"metric {self.spec.name} has no label {key!r}; allowed labels: {_describe_labels(self.spec)}",
+                )
+                continue
+            if label.enumerated:
+                if value not in values:
+                    owner._reject(
+                        "label_value_not_allowed",
+                        self.spec.name,
+                        f"metric {self.spec.name}: label {key}={value!r} is not one of "
+                        f"{', '.join(sorted(label.values))}",
+                    )
+                    value = OTHER
+                fixed[key] = value
+                continue
+            text = value if isinstance(value, str) else str(value)
+            if len(text) > owner.label_value_max_chars:
+                text = text[: owner.label_value_max_chars]
+                owner._count("label_value_truncated", self.spec.name)
+            if text not in values:
+                with self._lock:
+                    if len(values) >= owner.label_value_cap:
+                        owner._count("label_cardinality_cap", self.spec.name)
+                        text = OTHER
+                    else:
+                        values.add(text)  # type: ignore[union-attr]
+            fixed[key] = text
+        return fixed
+
+    # --- gauges -----------------------------------------------------------------------------
+    def set(self, value: float, labels: Labels | None) -> None:
+        self._values[tuple(labels.items()) if labels else ()] = value
+
+    def add_callback(self, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
+        self._callbacks.append(callback)
+
+    def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        observations = [Observation(v, dict(k)) for k, v in list(self._values.items())]
+        for callback in list(self._callbacks):
+            try:
+                for value, labels in callback():
+                    checked = self.labels(labels) if labels else labels
+                    observations.append(Observation(value, checked))
+            except Exception as exc:  # a failing callback must not stop the others
+                self._owner._count("callback_error", self.spec.name)
+                _internal_log.debug("gauge callback for %s failed: %r", self.spec.name, exc)
+        return observations
+
+
+class Telemetry(TracingMixin):
+    """Metrics, spans and logs by catalogue name, over explicit OTel providers.
+
+    Parameters
+    ----------
+    strict:
+        raise `TelemetryError` on names, labels and values outside the catalogue (development, tests);
+        otherwise drop or fold them and count the reason.
+    label_value_cap:
+        distinct values kept per free-form label of a metric; further values become `other`.
+    capture_content:
+        record tool params/results and request bodies (redacted, truncated) on spans.
+    """
+
+    def __init__(
+        self,
+        *,
+        meter_provider: metrics.MeterProvider | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+        strict: bool = False,
+        label_value_cap: int = 100,
+        label_value_max_chars: int = 128,
+        capture_content: bool = False,
+        log_sinks: Iterable[LogSink] | None = None,
+        log_level: str | int = "INFO",
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.strict = strict
+        self.label_value_cap = label_value_cap
+        self.label_value_max_chars = label_value_max_chars
+        self.capture_content = capture_content
+        self.redactor = redactor or Redactor()
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self._reported: set[tuple[str, str]] = set()
+        self._log_sinks: tuple[LogSink, ...] = tuple(log_sinks) if log_sinks is not None else (StreamSink(),)
+        self._log_level = level_value(log_level)
+        self.bind(meter_provider, tracer_provider, logger_provider)
+
+    def bind(
+        self,
+        meter_provider: metrics.MeterProvider | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+        log_sinks: Iterable[LogSink] | None = None,
+    ) -> None:
+        """(Re)build instruments, tracer and log pipeline over these providers (None: the globals)."""
+        self.meter_provider = meter_provider or metrics.get_meter_provider()
+        self.tracer_provider = tracer_provider or trace.get_tracer_provider()
+        self.logger_provider = logger_provider or get_logger_provider()
+        if log_sinks is not None:
+            self._log_sinks = tuple(log_sinks)
+        meter = self.meter_provider.get_meter("clawdbot_otel")
+        self._metrics: dict[str, _Metric] = {
+            spec.name: _Metric(self, spec, meter) for spec in (*METRICS, *SELF_METRICS)
+        }
+        self._dropped_counter = self._metrics["clawdbot_otel_dropped_total"].add
+        self.tracer = self.tracer_provider.get_tracer("clawdbot_otel")
+        self.log_processors = build_processors(self.logger_provider, self.redactor)
+        self._logger = make_logger(self.log_processors, self._log_sinks, self._log_level, self._sink_error)
+
+    # --- self-telemetry ---------------------------------------------------------------------
+    def _count(self, reason: str, metric: str) -> None:
+        self.dropped[(reason, metric)] += 1
+        if self._dropped_counter is not None:
+            self._dropped_counter(1, {"reason": reason, "metric": metric})
+
+    def _reject(self, reason: str, metric: str, message: str) -> None:
+        """Strict: raise. Production: count, and say it once per (reason, metric)."""
+        if self.strict:
+            raise TelemetryError(message)
+        self._count(reason, metric)
+        if (reason, metric) not in self._reported:
+            self._reported.add((reason, metric))
+            _internal_log.warning("clawdbot-otel dropped a measurement (%s): %s", reason, message)
+
+    def _sink_error(self, sink: str, exc: BaseException) -> None:
+        reason = type(exc).__name__
+        self.dropped[(f"log_sink:{reason}", sink)] += 1
+        self.increment("clawdbot_otel_log_write_errors_total", {"sink": sink, "reason": reason})
+
+    def _lookup(self, name: str, kinds: tuple[Kind, ...]) -> _Metric | None:
+        metric = self._metrics.get(name)
+        if metric is None:
+            close = nearest(name, list(self._metrics))
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            self._reject(
+                "unknown_metric", "unknown",
+                f"unknown metric {name!r}{hint} (`clawdbot-otel catalogue` lists them)",
+            )
+            return None
+        if metric.spec.kind not in kinds:
+            self._reject(
+                "wrong_kind", name,
+                f"metric {name} is a {metric.spec.kind.value}; use "
+                + {
+                    Kind.COUNTER: "increment()",
+                    Kind.UPDOWN_COUNTER: "increment() with a negative value to decrease",
+                    Kind.GAUGE: "gauge()",
+                    Kind.HISTOGRAM: "histogram()",
+                }[metric.spec.kind],
+            )
+            return None
+        return metric
+
+    def _bad_value(self, name: str, value: object, why: str) -> None:
+        self._reject("invalid_value", name, f"metric {name}: value {value!r} {why}")
+
+    # --- metrics ----------------------------------------------------------------------------
+    def increment(self, name: str, labels: Labels | None = None, value: float = 1) -> None:
+        """Add `value` to a counter (must be >= 0) or an up-down counter (any sign)."""
+        try:
+            metric = self._metrics.get(name)
+            add = metric.add if metric is not None else None
+            if add is None:
+                self._lookup(name, (Kind.COUNTER, Kind.UPDOWN_COUNTER))
+                return
+            if value < 0 and metric.spec.kind is Kind.COUNTER:  # type: ignore[union-attr]
+                self._bad_value(name, value, "is negative: counters only go up (use an up-down counter)")
+                return
+            add(value, metric.labels(labels) if labels else None)  # type: ignore[union-attr]
+        except TelemetryError:
+            raise
+        except Exception:
+            self._count("internal_error", name)
+
+    def histogram(self, name: str, value: float, labels: Labels | None = None) -> None:
+        """Record `value` (in the metric's unit, >= 0) in a histogram."""
+        try:
+            metric = self._metrics.get(name)
+            record = metric.record if metric is not None else None
+            if record is None:
+                self._lookup(name, (Kind.HISTOGRAM,))
+                return
+            if not value >= 0 or value == math.inf:
+                self._bad_value(name, value, "is not a finite number >= 0")
+                return
+            record(value, metric.labels(labels) if labels else None)  # type: ignore[union-attr]
+        except TelemetryError:
+            raise
+        except Exception:
+            self._count("internal_error", name)
+
+    def gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+        """Set a gauge's current value for these labels (reported at every export)."""
+        try:
+            metric = self._lookup(name, (Kind.GAUGE,))
+            if metric is None:
+                return
+            if not math.isfinite(value):
+                self._bad_value(name, value, "is not finite")
+                return
+            metric.set(value, metric.labels(labels) if labels else None)
+        except TelemetryError:
+            raise
+        except Exception:
+            self._count("internal_error", name)
+
+    def observe(self, name: str, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
+        """Register a callback read at each export; it yields `(value, labels)` pairs for a gauge."""
+        metric = self._lookup(name, (Kind.GAUGE,))
+        if metric is not None:
+            metric.add_callback(callback)
+
+    # --- logs -------------------------------------------------------------------------------
+    def log(
+        self,
+        level: str | int,
+        component: str,
+        message: str,
+        *,
+        correlation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """One structured log record: JSON line to the sinks and an OTLP log record.
+
+        `fields` may set the record's other fields (request_id, session_id, duration_ms); anything
+        else lands in `metadata`.
+        """
+        try:
+            levelno = level if isinstance(level, int) else level_value(level)
+            self._logger.log(
+                levelno, message, component=component, correlation_id=correlation_id,
+                metadata=metadata, **fields,
+            )
+        except Exception:
+            if self.strict:
+                raise
+            self._count("log_error", component)
+
+    @property
+    def logger(self) -> Any:
+        """The structlog logger behind `log()`, for `logger.info("...", component=...)` style."""
+        return self._logger
+
+    def start_span(self, category: str, name: str | None = None, **kwargs: Any) -> SpanScope:
+        return self._start_span(category, name, **kwargs)

@@ -1,0 +1,331 @@
+"""One call builds tracer, meter and logger providers from the standard OTEL_* variables.
+
+- OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES (incl. `deployment.environment.name`), OTEL_SDK_DISABLED
+- OTEL_EXPORTER_OTLP_[TRACES_|METRICS_|LOGS_]ENDPOINT / _PROTOCOL / _HEADERS (read by the exporters)
+- OTEL_{TRACES,METRICS,LOGS}_EXPORTER: otlp (default), console, none
+- OTEL_TRACES_SAMPLER[_ARG]: unset keeps every trace; the collector's tail sampling decides
+- OTEL_METRIC_EXPORT_INTERVAL, OTEL_BSP_*, OTEL_BLRP_* (read by the SDK)
+- CLAWDBOT_OTEL_STRICT, CLAWDBOT_OTEL_LOG_LEVEL, CLAWDBOT_OTEL_CAPTURE_CONTENT, CLAWDBOT_OTEL_OUTPUT_DIR
+
+With no endpoint set, telemetry goes to OTLP-JSON files (see `_file_export`) and setup says where.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger_provider, set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from ._facade import Telemetry
+from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter
+from ._logging import LogSink, StdlibBridgeHandler, level_value
+from .conventions import METRICS, Kind
+
+__all__ = ["Settings", "histogram_views", "setup", "shutdown"]
+
+_SIGNALS = ("traces", "metrics", "logs")
+_TRUE = {"1", "true", "yes", "on"}
+_DEVELOPMENT = {"development", "dev", "local", "test"}
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "clawdbot-otel"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What setup decided from the environment (printed by `clawdbot-otel config`)."""
+
+    service_name: str
+    environment: str
+    strict: bool
+    log_level: str
+    capture_content: bool
+    disabled: bool
+    exporters: dict[str, str]
+    """signal -> otlp/grpc, otlp/http, console, none or file:<path>"""
+    metric_export_interval_ms: int
+    output_dir: Path
+
+    @property
+    def development(self) -> bool:
+        return self.environment in _DEVELOPMENT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, service_name: str = "clawdbot-gateway") -> Settings:
+        env = os.environ if env is None else env
+        attrs = _parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+        environment = (
+            attrs.get("deployment.environment.name")
+            or attrs.get("deployment.environment")
+            or env.get("CLAWDBOT_OTEL_ENVIRONMENT")
+            or "production"
+        ).lower()
+        development = environment in _DEVELOPMENT
+        strict_env = env.get("CLAWDBOT_OTEL_STRICT")
+        strict = strict_env.lower() in _TRUE if strict_env else development
+        output_dir = Path(env.get("CLAWDBOT_OTEL_OUTPUT_DIR") or default_state_dir() / "telemetry")
+        general_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        general_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        exporters: dict[str, str] = {}
+        for signal in _SIGNALS:
+            choice = env.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").split(",")[0].strip().lower()
+            if choice == "otlp":
+                if general_endpoint or env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
+                    protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", general_protocol)
+                    choice = "otlp/grpc" if protocol == "grpc" else "otlp/http"
+                else:
+                    choice = f"file:{output_dir / (signal + '.jsonl')}"
+            exporters[signal] = choice
+        interval = env.get("OTEL_METRIC_EXPORT_INTERVAL")
+        return cls(
+            service_name=env.get("OTEL_SERVICE_NAME") or attrs.get("service.name") or service_name,
+            environment=environment,
+            strict=strict,
+            log_level=env.get("CLAWDBOT_OTEL_LOG_LEVEL") or ("DEBUG" if development else "INFO"),
+            capture_content=env.get("CLAWDBOT_OTEL_CAPTURE_CONTENT", "").lower() in _TRUE,
+            disabled=env.get("OTEL_SDK_DISABLED", "").lower() in _TRUE,
+            exporters=exporters,
+            metric_export_interval_ms=int(interval) if interval else (5_000 if development else 15_000),
+            output_dir=output_dir,
+        )
+
+
+def histogram_views() -> list[View]:
+    """Explicit bucket boundaries for every catalogue histogram (the instruments also advise them)."""
+    return [
+        View(instrument_name=m.otel_name, aggregation=ExplicitBucketHistogramAggregation(list(m.buckets)))
+        for m in METRICS
+        if m.kind is Kind.HISTOGRAM and m.buckets
+    ]
+
+
+def _span_exporter(choice: str) -> SpanExporter | None:
+    if choice == "otlp/grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+
+        return GrpcSpans()
+    if choice == "otlp/http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
+
+        return HttpSpans()
+    if choice == "console":
+        return ConsoleSpanExporter(out=sys.stderr)
+    if choice.startswith("file:"):
+        return FileSpanExporter(Path(choice[5:]))
+    return None
+
+
+def _metric_exporter(choice: str) -> MetricExporter | None:
+    if choice == "otlp/grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+
+        return GrpcMetrics()
+    if choice == "otlp/http":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
+
+        return HttpMetrics()
+    if choice == "console":
+        return ConsoleMetricExporter(out=sys.stderr)
+    if choice.startswith("file:"):
+        return FileMetricExporter(Path(choice[5:]))
+    return None
+
+
+def _log_exporter(choice: str) -> LogRecordExporter | None:
+    if choice == "otlp/grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+
+        return GrpcLogs()
+    if choice == "otlp/http":
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+
+        return HttpLogs()
+    if choice == "console":
+        return ConsoleLogRecordExporter(out=sys.stderr)
+    if choice.startswith("file:"):
+        return FileLogExporter(Path(choice[5:]))
+    return None
+
+
+class _Installed:
+    """What setup() created, so shutdown() flushes and stops exactly that, once, in order."""
+
+    lock = threading.Lock()
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    logger_provider: LoggerProvider | None = None
+    bridge: logging.Handler | None = None
+    settings: Settings | None = None
+
+
+def _existing_sdk_providers() -> tuple[Any, Any, Any]:
+    """Providers someone else (e.g. `opentelemetry-instrument`) already installed globally."""
+    tp = trace.get_tracer_provider()
+    mp = metrics.get_meter_provider()
+    lp = get_logger_provider()
+    return (
+        tp if isinstance(tp, TracerProvider) else None,
+        mp if isinstance(mp, MeterProvider) else None,
+        lp if isinstance(lp, LoggerProvider) else None,
+    )
+
+
+def setup(
+    telemetry: Telemetry,
+    *,
+    service_name: str = "clawdbot-gateway",
+    env: Mapping[str, str] | None = None,
+    log_sinks: Iterable[LogSink] | None = None,
+    install_logging: bool = True,
+    announce: TextIO | None = sys.stderr,
+) -> Settings:
+    """Build providers from OTEL_* variables, install them globally, and bind `telemetry` to them.
+
+    Safe to call twice (the second call only rebinds). Under `opentelemetry-instrument` the
+    providers it installed are reused, and its stdlib logging handler is removed so that no log
+    record is exported twice.
+    """
+    settings = Settings.from_env(env, service_name)
+    with _Installed.lock:
+        telemetry.strict = settings.strict
+        telemetry.capture_content = settings.capture_content
+        telemetry._log_level = level_value(settings.log_level)
+        if _Installed.settings is not None:
+            telemetry.bind(_Installed.meter_provider, _Installed.tracer_provider, _Installed.logger_provider,
+                           log_sinks)
+            return _Installed.settings
+        if settings.disabled:
+            telemetry.bind(None, None, None, log_sinks)
+            _Installed.settings = settings
+            return settings
+        tp, mp, lp = _existing_sdk_providers()
+        reused = [name for name, p in (("tracer", tp), ("meter", mp), ("logger", lp)) if p is not None]
+        resource = Resource.create(
+            {
+                "service.name": settings.service_name,
+                "deployment.environment.name": settings.environment,
+            }
+        )
+        if tp is None:
+            tp = TracerProvider(resource=resource, shutdown_on_exit=False)
+            span_exporter = _span_exporter(settings.exporters["traces"])
+            if span_exporter is not None:
+                tp.add_span_processor(BatchSpanProcessor(span_exporter))
+            trace.set_tracer_provider(tp)
+            _Installed.tracer_provider = tp
+        if mp is None:
+            metric_exporter = _metric_exporter(settings.exporters["metrics"])
+            readers = (
+                [PeriodicExportingMetricReader(metric_exporter, settings.metric_export_interval_ms)]
+                if metric_exporter is not None
+                else []
+            )
+            mp = MeterProvider(resource=resource, metric_readers=readers, views=histogram_views(),
+                               shutdown_on_exit=False)
+            metrics.set_meter_provider(mp)
+            _Installed.meter_provider = mp
+        if lp is None:
+            lp = LoggerProvider(resource=resource, shutdown_on_exit=False)
+            log_exporter = _log_exporter(settings.exporters["logs"])
+            if log_exporter is not None:
+                lp.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+            set_logger_provider(lp)
+            _Installed.logger_provider = lp
+        telemetry.bind(mp, tp, lp, log_sinks)
+        if install_logging:
+            _install_stdlib_bridge(telemetry)
+        _maybe_instrument_asyncio(tp, mp)
+        _Installed.settings = settings
+    atexit.register(shutdown)
+    if announce is not None:
+        _announce(settings, reused, announce)
+    return settings
+
+
+def _install_stdlib_bridge(telemetry: Telemetry) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, LoggingHandler | StdlibBridgeHandler):
+            root.removeHandler(handler)  # the bridge emits OTLP itself: keep one export per record
+    bridge = StdlibBridgeHandler(telemetry.logger)
+    root.addHandler(bridge)
+    if root.level > telemetry._log_level or root.level == logging.NOTSET:
+        root.setLevel(max(telemetry._log_level, logging.DEBUG))
+    _Installed.bridge = bridge
+
+
+def _maybe_instrument_asyncio(tp: TracerProvider, mp: MeterProvider) -> None:
+    """The asyncio instrumentation traces the coroutines and to_thread functions the user names."""
+    names = ("OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE", "OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE",
+             "OTEL_PYTHON_ASYNCIO_FUTURE_TRACE_ENABLED")
+    if any(os.environ.get(n) for n in names):
+        from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
+
+        instrumentor = AsyncioInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=tp, meter_provider=mp)
+
+
+def _announce(settings: Settings, reused: list[str], out: TextIO) -> None:
+    targets = ", ".join(f"{signal} -> {choice}" for signal, choice in settings.exporters.items())
+    lines = [f"clawdbot-otel: service {settings.service_name} ({settings.environment}); {targets}"]
+    if any(choice.startswith("file:") for choice in settings.exporters.values()):
+        lines.append(
+            "clawdbot-otel: no OTLP endpoint set, so telemetry is written to local OTLP-JSON files. "
+            "Start the stack (`clawdbot-otel stack up`) and set "
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 to send it to the collector."
+        )
+    if reused:
+        lines.append(f"clawdbot-otel: reusing the global {', '.join(reused)} provider(s) already installed")
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def shutdown(timeout_ms: int = 10_000) -> None:
+    """Flush and stop what setup() created: spans first, then metrics, then logs."""
+    with _Installed.lock:
+        if _Installed.bridge is not None:
+            logging.getLogger().removeHandler(_Installed.bridge)
+        for provider in (_Installed.tracer_provider, _Installed.meter_provider, _Installed.logger_provider):
+            if provider is None:
+                continue
+            try:
+                if isinstance(provider, MeterProvider):
+                    provider.force_flush(timeout_ms)
+                    provider.shutdown(timeout_millis=timeout_ms)
+                else:
+                    provider.force_flush(timeout_ms)
+                    provider.shutdown()
+            except Exception as exc:  # exit must not fail because a collector is down
+                sys.stderr.write(f"clawdbot-otel: shutdown of {type(provider).__name__} failed: {exc}\n")
+        _Installed.tracer_provider = _Installed.meter_provider = _Installed.logger_provider = None
+        _Installed.bridge = None
+        _Installed.settings = None

@@ -1,0 +1,409 @@
+"""Spans by category: a scope that is a context manager, an async context manager and a decorator.
+
+The scope validates attribute keys against the category (strict: raise; production: drop and count),
+adds the category and the baggage `correlation_id`, and marks errors: an exception leaving the scope
+sets status ERROR, `error.type` and an exception event.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import orjson
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ._context import CORRELATION_BAGGAGE_KEY
+from .conventions import (
+    COMMON_ATTRIBUTES,
+    CORRELATION_ATTRIBUTE,
+    SPAN_CATEGORIES,
+    SPAN_CATEGORY_ATTRIBUTE,
+    SpanCategory,
+    nearest,
+)
+
+if TYPE_CHECKING:
+    from ._facade import Telemetry
+
+__all__ = ["SpanHandle", "SpanScope", "TracingMixin", "model_family", "session_type"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_KINDS = {
+    "server": SpanKind.SERVER,
+    "client": SpanKind.CLIENT,
+    "internal": SpanKind.INTERNAL,
+    "producer": SpanKind.PRODUCER,
+    "consumer": SpanKind.CONSUMER,
+}
+_COMMON_KEYS = frozenset(a.key for a in COMMON_ATTRIBUTES)
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class _Category:
+    __slots__ = ("allowed", "kind", "spec")
+
+    def __init__(self, spec: SpanCategory) -> None:
+        self.spec = spec
+        self.kind = _KINDS[spec.span_kind]
+        self.allowed = spec.attribute_keys | _COMMON_KEYS
+
+
+_CATEGORIES = {c.name: _Category(c) for c in SPAN_CATEGORIES}
+
+
+def model_family(model: str | None) -> str:
+    """The design's model family of a real model id: `claude-opus-4-5` -> opus; unknown -> other."""
+    if model:
+        lowered = model.lower()
+        for family in ("opus", "sonnet", "haiku"):
+            if family in lowered:
+                return family
+    return "other"
+
+
+def session_type(session_key: str | None) -> str:
+    """main, cron or subagent from an OpenClaw session key (`agent:<id>:subagent:<uuid>`, `cron:<job>`)."""
+    if not session_key:
+        return "other"
+    parts = session_key.split(":")
+    if parts[0] == "cron" or "cron" in parts[2:3]:
+        return "cron"
+    if "subagent" in parts:
+        return "subagent"
+    if parts[0] == "agent":
+        return "main"
+    return "other"
+
+
+def _fill(template: str, attributes: Mapping[str, Any]) -> str:
+    out = template
+    while "{" in out:
+        start = out.index("{")
+        end = out.index("}", start)
+        key = out[start + 1 : end]
+        out = out[:start] + str(attributes.get(key, "")) + out[end + 1 :]
+    return out.strip()
+
+
+class SpanHandle:
+    """The running span, with category-checked attribute setters and the design's status words."""
+
+    __slots__ = ("_category", "_owner", "span")
+
+    def __init__(self, span: trace.Span, category: _Category, owner: Telemetry) -> None:
+        self.span = span
+        self._category = category
+        self._owner = owner
+
+    def set(self, key: str, value: Any) -> SpanHandle:
+        if value is None:
+            return self
+        if key not in self._category.allowed:
+            self._owner._reject(
+                "unknown_attribute", f"span:{self._category.spec.name}",
+                _unknown_attribute_message(self._category, key),
+            )
+            return self
+        self.span.set_attribute(key, value)
+        return self
+
+    def update(self, attributes: Mapping[str, Any] | None = None, **kwargs: Any) -> SpanHandle:
+        for key, value in {**(attributes or {}), **kwargs}.items():
+            self.set(key, value)
+        return self
+
+    def set_status(self, status: str, description: str | None = None, error_type: str | None = None) -> None:
+        """success, failure or timeout; failure and timeout mark the span ERROR."""
+        self.span.set_attribute("clawdbot.status", status)
+        if status == "success":
+            self.span.set_status(Status(StatusCode.OK))
+        else:
+            self.span.set_status(Status(StatusCode.ERROR, description))
+            self.span.set_attribute("error.type", error_type or status)
+
+    def record_error(self, error: BaseException | str, error_type: str | None = None) -> None:
+        if isinstance(error, BaseException):
+            self.span.record_exception(error)
+            self.set_status("failure", f"{type(error).__name__}: {error}", error_type or type(error).__name__)
+        else:
+            self.set_status("failure", error, error_type or "error")
+
+    @property
+    def trace_id(self) -> str:
+        return format(self.span.get_span_context().trace_id, "032x")
+
+    @property
+    def span_id(self) -> str:
+        return format(self.span.get_span_context().span_id, "016x")
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C traceparent of this span, for frames and headers of outgoing calls."""
+        ctx = self.span.get_span_context()
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+    @property
+    def context(self) -> otel_context.Context:
+        return trace.set_span_in_context(self.span)
+
+    def end(self, end_time: int | None = None) -> None:
+        self.span.end(end_time)
+
+
+def _unknown_attribute_message(category: _Category, key: str) -> str:
+    close = nearest(key, sorted(category.allowed))
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"span category {category.spec.name} has no attribute {key!r}{hint}"
+
+
+def parent_context(parent: Any) -> otel_context.Context | None:
+    """A parent given as a Context, a SpanHandle, a Span or a W3C `traceparent` string."""
+    if parent is None or isinstance(parent, otel_context.Context):
+        return parent
+    if isinstance(parent, SpanHandle):
+        return parent.context
+    if isinstance(parent, trace.Span):
+        return trace.set_span_in_context(parent)
+    if isinstance(parent, str):
+        ctx = _PROPAGATOR.extract({"traceparent": parent})
+        return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+    raise TypeError(f"parent must be a Context, SpanHandle, Span or traceparent string, not {type(parent).__name__}")
+
+
+class SpanScope:
+    """A span that starts on entering and ends on leaving; also a decorator (one span per call)."""
+
+    __slots__ = ("_args", "_handle", "_owner", "_token")
+
+    def __init__(self, owner: Telemetry, args: tuple[Any, ...]) -> None:
+        self._owner = owner
+        self._args = args
+        self._handle: SpanHandle | None = None
+        self._token: object | None = None
+
+    def start(self) -> SpanHandle:
+        """Start without making it current (for spans that end elsewhere, e.g. a frame observer)."""
+        category, name, attributes, parent, start_time, links, kind = self._args
+        owner = self._owner
+        attrs = {SPAN_CATEGORY_ATTRIBUTE: category.spec.name}
+        if attributes:
+            allowed = category.allowed
+            for key, value in attributes.items():
+                if value is None:
+                    continue
+                if key in allowed:
+                    attrs[key] = value
+                else:
+                    owner._reject("unknown_attribute", f"span:{category.spec.name}",
+                                  _unknown_attribute_message(category, key))
+        ctx = parent_context(parent)
+        baggage = otel_context.get_value("baggage", ctx)
+        if baggage:
+            cid = baggage.get(CORRELATION_BAGGAGE_KEY)  # type: ignore[attr-defined]
+            if cid is not None:
+                attrs.setdefault(CORRELATION_ATTRIBUTE, cid)
+        span = owner.tracer.start_span(
+            name or _fill(category.spec.span_name, attrs),
+            context=ctx,
+            kind=kind or category.kind,
+            attributes=attrs,
+            links=links,
+            start_time=start_time,
+        )
+        self._handle = SpanHandle(span, category, owner)
+        return self._handle
+
+    def __enter__(self) -> SpanHandle:
+        handle = self.start()
+        self._token = otel_context.attach(trace.set_span_in_context(handle.span))
+        return handle
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: Any) -> None:
+        handle = self._handle
+        assert handle is not None
+        try:
+            if exc is not None:
+                handle.record_error(exc)
+            handle.span.end()
+        finally:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> SpanHandle:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: F) -> F:
+        owner, args = self._owner, self._args
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*a: Any, **kw: Any) -> Any:
+                with SpanScope(owner, args):
+                    return await fn(*a, **kw)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            with SpanScope(owner, args):
+                return fn(*a, **kw)
+
+        return cast(F, wrapper)
+
+
+class TracingMixin:
+    """`start_span` and the typed helpers for each span category (mixed into `Telemetry`)."""
+
+    def _start_span(
+        self,
+        category: str,
+        name: str | None = None,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        parent: Any = None,
+        start_time: int | None = None,
+        links: list[Link] | None = None,
+        kind: SpanKind | None = None,
+    ) -> SpanScope:
+        owner = cast("Telemetry", self)
+        spec = _CATEGORIES.get(category)
+        if spec is None:
+            close = nearest(category, list(_CATEGORIES))
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            message = f"unknown span category {category!r}{hint} (categories: {', '.join(_CATEGORIES)})"
+            owner._reject("unknown_span_category", "span", message)
+            # Production keeps the operation (children still need a parent) under category `other`.
+            spec = _Category(SpanCategory("other", "", str(category), "internal", ()))
+        return SpanScope(owner, (spec, name, attributes, parent, start_time, links, kind))
+
+    def _content(self, value: Any) -> str | None:
+        owner = cast("Telemetry", self)
+        if not owner.capture_content or value is None:
+            return None
+        text = value if isinstance(value, str) else _json(owner.redactor.value(value))
+        return owner.redactor.text(text)
+
+    # --- typed helpers, one per category ----------------------------------------------------
+    def request_span(
+        self, method: str, *, request_id: str | None = None, body: Any = None, body_bytes: int | None = None,
+        headers: Mapping[str, str] | None = None, connection_id: str | None = None,
+        client_id: str | None = None, parent: Any = None, start_time: int | None = None,
+    ) -> SpanScope:
+        owner = cast("Telemetry", self)
+        summary = self._content(body) if body is not None else None
+        if summary is None and isinstance(body, Mapping):
+            summary = "keys: " + ",".join(sorted(str(k) for k in body)[:20])
+        return self._start_span("request", attributes={
+            "rpc.system": "clawdbot.gateway",
+            "rpc.method": method,
+            "clawdbot.request.method": method,
+            "clawdbot.request.id": request_id,
+            "clawdbot.request.body_summary": summary,
+            "clawdbot.request.body_bytes": body_bytes,
+            "clawdbot.request.headers": _json(owner.redactor.mapping(headers)) if headers else None,
+            "clawdbot.connection.id": connection_id,
+            "clawdbot.client.id": client_id,
+        }, parent=parent, start_time=start_time)
+
+    def session_span(
+        self, agent_name: str, *, model: str | None = None, provider: str | None = None,
+        session_key: str | None = None, agent_id: str | None = None, run_id: str | None = None,
+        parent: Any = None, start_time: int | None = None,
+    ) -> SpanScope:
+        return self._start_span("session", attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent_name,
+            "gen_ai.agent.id": agent_id or agent_name,
+            "gen_ai.conversation.id": session_key,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "clawdbot.session.key": session_key,
+            "clawdbot.session.type": session_type(session_key) if session_key else None,
+            "clawdbot.session.model": model_family(model) if model else None,
+            "clawdbot.session.run_id": run_id,
+        }, parent=parent, start_time=start_time)
+
+    def model_call_span(
+        self, model: str, *, provider: str | None = None, parent: Any = None, start_time: int | None = None,
+    ) -> SpanScope:
+        return self._start_span("model_call", attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.provider.name": provider,
+            "clawdbot.session.model": model_family(model),
+        }, parent=parent, start_time=start_time)
+
+    def tool_call_span(
+        self, tool_name: str, *, call_id: str | None = None, params: Any = None, parent: Any = None,
+        start_time: int | None = None,
+    ) -> SpanScope:
+        return self._start_span("tool_call", attributes={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool_name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "function",
+            "gen_ai.tool.call.arguments": self._content(params),
+            "clawdbot.tool.params_bytes": len(_json(params)) if params is not None else None,
+        }, parent=parent, start_time=start_time)
+
+    def spawn_span(
+        self, label: str, *, model: str | None = None, task: str | None = None, request_id: str | None = None,
+        requested_by: str | None = None, parent: Any = None, start_time: int | None = None,
+    ) -> SpanScope:
+        summary = task.strip().splitlines()[0][:120] if task and task.strip() else None
+        return self._start_span("spawn", attributes={
+            "gen_ai.operation.name": "create_agent",
+            "gen_ai.request.model": model,
+            "clawdbot.spawn.label": label,
+            "clawdbot.spawn.model": model_family(model) if model else None,
+            "clawdbot.spawn.task_summary": cast("Telemetry", self).redactor.text(summary) if summary else None,
+            "clawdbot.spawn.request_id": request_id,
+            "clawdbot.spawn.requested_by": requested_by,
+        }, parent=parent, start_time=start_time)
+
+    def message_span(
+        self, from_agent: str, to_agent: str, message_type: str, *, operation: str = "send",
+        message_id: str | None = None, parent: Any = None, start_time: int | None = None,
+    ) -> SpanScope:
+        op_type = {"send": "send", "deliver": "receive", "archive": "settle"}.get(operation, operation)
+        return self._start_span("message", attributes={
+            "messaging.system": "clawdbot.inbox",
+            "messaging.operation.name": operation,
+            "messaging.operation.type": op_type,
+            "messaging.destination.name": to_agent,
+            "messaging.message.id": message_id,
+            "clawdbot.message.from": from_agent,
+            "clawdbot.message.to": to_agent,
+            "clawdbot.message.type": message_type,
+        }, parent=parent, start_time=start_time, kind=SpanKind.PRODUCER if operation == "send" else SpanKind.CONSUMER)
+
+    def validation_span(
+        self, layer: str, *, task_id: str | None = None, parent: Any = None, start_time: int | None = None,
+    ) -> SpanScope:
+        return self._start_span("validation", attributes={
+            "clawdbot.validation.layer": layer,
+            "clawdbot.task.id": task_id,
+        }, parent=parent, start_time=start_time)
+
+    def job_span(
+        self, job_name: str, *, job_id: str | None = None, trigger: str = "schedule", parent: Any = None,
+        start_time: int | None = None,
+    ) -> SpanScope:
+        return self._start_span("job", attributes={
+            "clawdbot.job.name": job_name,
+            "clawdbot.job.id": job_id,
+            "clawdbot.job.trigger": trigger,
+        }, parent=parent, start_time=start_time)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()

@@ -1,0 +1,66 @@
+"""`clawdbot-otel`: thin commands over the library (parse arguments, call, print)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from .conventions import catalogue_dict, catalogue_markdown
+
+__all__ = ["main"]
+
+
+
+def _catalogue(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(catalogue_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(catalogue_markdown())
+    return 0
+
+
+def _config(_args: argparse.Namespace) -> int:
+    from ._setup import Settings
+
+    settings = Settings.from_env()
+    data = {k: str(v) if not isinstance(v, bool | int | dict) else v
+            for k, v in dataclasses.asdict(settings).items()}
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clawdbot-otel",
+        description="OpenTelemetry observability for the OpenClaw (Clawdbot) gateway and its scheduler.",
+        epilog="Telemetry goes where the standard OTEL_* variables say; with no endpoint set it is "
+        "written to local files. `clawdbot-otel config` shows what was decided.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cat = sub.add_parser("catalogue", help="print the metric, span and log catalogue")
+    cat.add_argument("--format", choices=("json", "markdown"), default="markdown")
+    cat.set_defaults(func=_catalogue)
+    cfg = sub.add_parser("config", help="print the settings derived from OTEL_* and CLAWDBOT_OTEL_* variables")
+    cfg.set_defaults(func=_config)
+    # Subcommands that live with their subsystem register themselves.
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
