@@ -22,6 +22,7 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, SeverityNumber
+from opentelemetry.baggage import get_baggage
 
 from ._context import CORRELATION_BAGGAGE_KEY
 from ._redact import Redactor
@@ -134,11 +135,9 @@ class AddCorrelationId:
 
     def __call__(self, _logger: Any, _name: str, event_dict: EventDict) -> EventDict:
         if event_dict.get("correlation_id") is None:
-            value = otel_context.get_value("baggage")
-            if value:
-                cid = value.get(CORRELATION_BAGGAGE_KEY)  # type: ignore[attr-defined]
-                if cid is not None:
-                    event_dict["correlation_id"] = cid
+            cid = get_baggage(CORRELATION_BAGGAGE_KEY)
+            if cid is not None:
+                event_dict["correlation_id"] = cid
         return event_dict
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.baggage import get_baggage
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -204,11 +205,9 @@ class SpanScope:
                     owner._reject("unknown_attribute", f"span:{category.spec.name}",
                                   _unknown_attribute_message(category, key))
         ctx = parent_context(parent)
-        baggage = otel_context.get_value("baggage", ctx)
-        if baggage:
-            cid = baggage.get(CORRELATION_BAGGAGE_KEY)  # type: ignore[attr-defined]
-            if cid is not None:
-                attrs.setdefault(CORRELATION_ATTRIBUTE, cid)
+        cid = get_baggage(CORRELATION_BAGGAGE_KEY, ctx)
+        if cid is not None:
+            attrs.setdefault(CORRELATION_ATTRIBUTE, cid)
         span = owner.tracer.start_span(
             name or _fill(category.spec.span_name, attrs),
             context=ctx,

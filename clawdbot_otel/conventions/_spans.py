@@ -40,7 +40,7 @@ _GENAI_AGENT = (
 
 SPAN_CATEGORIES: tuple[SpanCategory, ...] = (
     SpanCategory(
-        "request", "Incoming gateway request", "gateway.request {method}", "server",
+        "request", "Incoming gateway request", "gateway.request {rpc.method}", "server",
         (
             A("rpc.system", "string", "Always clawdbot.gateway"),
             A("rpc.method", "string", "Gateway protocol method", "method"),

@@ -1,0 +1,109 @@
+"""The design's JSON log record, trace context in JSON lines and OTLP records, stdlib bridge."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from clawdbot_otel import StreamSink, Telemetry
+from clawdbot_otel._logging import StdlibBridgeHandler
+from clawdbot_otel.testing import capture_telemetry
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def test_record_has_the_designs_fields_in_order_and_level_names() -> None:
+    clock = iter([1_795_000_000_123_456_789, 1_795_000_000_999_000_000] * 5).__next__
+    with capture_telemetry(clock=clock) as cap:
+        t = cap.telemetry
+        t.log("INFO", "gateway", "Request completed", correlation_id="req-abc123", request_id="req-001",
+              session_id="agent:main:main", duration_ms=150, metadata={"method": "agent", "status": "success"})
+        t.log("WARN", "scheduler", "slow")
+        t.log(50, "gateway", "down")
+        t.logger.warning("via structlog", component="spawn")
+        t.logger.critical("fatal via structlog", component="spawn")
+        first, warn, fatal, sl_warn, sl_fatal = cap.log_lines()
+        assert first == {
+            "timestamp": "2026-11-18T11:06:40.123Z",
+            "level": "INFO",
+            "component": "gateway",
+            "message": "Request completed",
+            "correlation_id": "req-abc123",
+            "request_id": "req-001",
+            "session_id": "agent:main:main",
+            "duration_ms": 150,
+            "metadata": {"method": "agent", "status": "success"},
+        }
+        assert list(first) == ["timestamp", "level", "component", "message", "correlation_id", "request_id",
+                               "session_id", "duration_ms", "metadata"]
+        assert [warn["level"], fatal["level"], sl_warn["level"], sl_fatal["level"]] == ["WARN", "FATAL", "WARN",
+                                                                                        "FATAL"]
+        assert warn["timestamp"] == "2026-11-18T11:06:40.999Z"
+        severities = [r.log_record.severity_number.value for r in cap.otlp_logs()]
+        assert severities == [9, 13, 21, 13, 21]
+
+
+def test_a_log_inside_a_span_carries_its_ids_in_json_and_otlp_exactly_once() -> None:
+    with capture_telemetry() as cap:
+        t = cap.telemetry
+        with t.session_span("main") as span:
+            t.log("INFO", "session", "inside")
+        (line,) = cap.log_lines()
+        assert line["trace_id"] == span.trace_id and re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
+        assert line["span_id"] == span.span_id and re.fullmatch(r"[0-9a-f]{16}", line["span_id"])
+        assert TIMESTAMP.match(line["timestamp"])
+        (record,) = cap.otlp_logs()
+        ctx = span.span.get_span_context()
+        assert (record.log_record.trace_id, record.log_record.span_id) == (ctx.trace_id, ctx.span_id)
+        assert record.log_record.body == "inside"
+
+
+def test_trace_ids_are_injected_when_the_span_is_not_sampled() -> None:
+    stream = io.BytesIO()
+    t = Telemetry(tracer_provider=TracerProvider(sampler=ALWAYS_OFF), log_sinks=[StreamSink(stream)])
+    with t.session_span("main") as span:
+        t.log("INFO", "session", "not sampled")
+    assert not span.span.get_span_context().trace_flags.sampled
+    assert f'"trace_id":"{span.trace_id}"' in stream.getvalue().decode()
+
+
+def test_metadata_secrets_are_redacted_and_sizes_capped() -> None:
+    with capture_telemetry() as cap:
+        metadata = {"token": "abc", "url": "wss://u:pw@h/", "blob": "z" * 4000}
+        cap.telemetry.log("INFO", "gateway", "auth", metadata=metadata)
+        (line,) = cap.log_lines()
+        assert line["metadata"]["token"] == "[REDACTED]"
+        assert "pw@" not in line["metadata"]["url"]
+        assert len(line["metadata"]["blob"]) < 1100
+
+
+def test_stdlib_logging_of_other_libraries_goes_through_the_same_pipeline_once() -> None:
+    with capture_telemetry() as cap:
+        lib = logging.getLogger("websockets.server")
+        handler = StdlibBridgeHandler(cap.telemetry.logger)
+        lib.addHandler(handler)
+        lib.propagate = False
+        try:
+            with cap.telemetry.request_span("agent") as span:
+                lib.warning("connection %s closed", "c1")
+        finally:
+            lib.removeHandler(handler)
+            lib.propagate = True
+        (line,) = cap.log_lines()
+        assert line["component"] == "websockets" and line["level"] == "WARN"
+        assert line["message"] == "connection c1 closed"
+        assert line["metadata"]["logger"] == "websockets.server"
+        assert line["trace_id"] == span.trace_id
+        assert len(cap.otlp_logs()) == 1
+
+
+def test_level_filtering_drops_below_the_minimum() -> None:
+    with capture_telemetry(log_level="WARN") as cap:
+        cap.telemetry.log("DEBUG", "gateway", "noise")
+        cap.telemetry.log("INFO", "gateway", "noise")
+        cap.telemetry.log("ERROR", "gateway", "kept")
+        assert [r["message"] for r in cap.log_lines()] == ["kept"]

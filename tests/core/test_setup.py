@@ -1,0 +1,163 @@
+"""setup() from OTEL_* variables, in fresh interpreters (setup installs process-global providers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+
+def _run(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAWDBOT_OTEL_"))}
+    base.update({"CLAWDBOT_OTEL_OUTPUT_DIR": str(tmp_path / "telemetry"), **env})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=base, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _span_names(path: Path) -> list[str]:
+    return [s["name"] for batch in _lines(path) for rs in batch["resourceSpans"] for ss in rs["scopeSpans"]
+            for s in ss["spans"]]
+
+
+WORKLOAD = """
+import clawdbot_otel as telemetry
+settings = telemetry.setup()
+telemetry.increment("gateway_requests_total", {"method": "agent", "status": "success"})
+with telemetry.session_span("main", model="claude-opus-4-5"):
+    telemetry.log("INFO", "session", "hello")
+"""
+
+
+def test_without_an_endpoint_telemetry_goes_to_local_files_and_setup_says_where(tmp_path: Path) -> None:
+    proc = _run(WORKLOAD, {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "telemetry"
+    assert "no OTLP endpoint set" in proc.stderr and str(out) in proc.stderr
+    assert _span_names(out / "traces.jsonl") == ["invoke_agent main"]
+    metrics = [m["name"] for b in _lines(out / "metrics.jsonl") for rm in b["resourceMetrics"]
+               for sm in rm["scopeMetrics"] for m in sm["metrics"]]
+    assert "gateway.requests" in metrics
+    logs = [r for b in _lines(out / "logs.jsonl") for rl in b["resourceLogs"] for sl in rl["scopeLogs"]
+            for r in sl["logRecords"]]
+    assert [r["body"]["stringValue"] for r in logs] == ["hello"]
+    assert logs[0]["traceId"]  # the record carries its span's context
+    # ... and the JSON line on stderr carries the same trace id
+    line = next(json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{"))
+    assert line["message"] == "hello" and len(line["trace_id"]) == 32
+
+
+def test_service_name_environment_and_strictness_come_from_otel_variables(tmp_path: Path) -> None:
+    code = """
+    import clawdbot_otel as telemetry
+    s = telemetry.setup(announce=None)
+    print(s.service_name, s.environment, s.strict, s.log_level, s.metric_export_interval_ms)
+    try:
+        telemetry.increment("no_such_metric")
+    except telemetry.TelemetryError as e:
+        print("raised:", e)
+    """
+    dev = _run(code, {"OTEL_SERVICE_NAME": "gw-1",
+                      "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=development"}, tmp_path)
+    assert dev.stdout.splitlines()[0] == "gw-1 development True DEBUG 5000"
+    assert "raised: unknown metric 'no_such_metric'" in dev.stdout
+    prod = _run(code, {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=production"}, tmp_path)
+    assert prod.stdout.splitlines() == ["clawdbot-gateway production False INFO 15000"]
+
+
+def test_the_sdk_keeps_every_trace_unless_the_user_sets_a_head_sampler(tmp_path: Path) -> None:
+    code = """
+    import clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+    for i in range(200):
+        with telemetry.request_span("health"):
+            pass
+    """
+    _run(code, {}, tmp_path)
+    assert len(_span_names(tmp_path / "telemetry" / "traces.jsonl")) == 200
+    (tmp_path / "telemetry" / "traces.jsonl").unlink()
+    _run(code, {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}, tmp_path)
+    assert 0 < len(_span_names(tmp_path / "telemetry" / "traces.jsonl")) < 60
+
+
+def test_otlp_endpoint_selects_the_protocol_exporters(tmp_path: Path) -> None:
+    code = """
+    from clawdbot_otel import Settings
+    print(Settings.from_env().exporters)
+    """
+    http = _run(code, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, tmp_path)
+    assert http.stdout.strip() == "{'traces': 'otlp/http', 'metrics': 'otlp/http', 'logs': 'otlp/http'}"
+    mixed = _run(code, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                        "OTEL_LOGS_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "console"}, tmp_path)
+    assert mixed.stdout.strip() == "{'traces': 'otlp/grpc', 'metrics': 'console', 'logs': 'none'}"
+
+
+def test_a_dead_collector_never_breaks_the_host(tmp_path: Path) -> None:
+    code = """
+    import time, clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+    t0 = time.perf_counter()
+    for i in range(2000):
+        telemetry.increment("gateway_requests_total", {"method": "agent", "status": "success"})
+        with telemetry.request_span("agent"):
+            telemetry.log("DEBUG", "gateway", "x")
+    print("loop ok", round(time.perf_counter() - t0, 2))
+    """
+    proc = _run(code, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+                       "OTEL_BSP_EXPORT_TIMEOUT": "1000"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("loop ok")
+
+
+def test_fork_child_and_parent_both_export(tmp_path: Path) -> None:
+    code = """
+    import os, clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+    with telemetry.request_span("before-fork"):
+        pass
+    pid = os.fork()
+    if pid == 0:
+        with telemetry.request_span("child"):
+            pass
+        telemetry.shutdown()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with telemetry.request_span("parent"):
+        pass
+    """
+    proc = _run(code, {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = _span_names(tmp_path / "telemetry" / "traces.jsonl")
+    assert sorted(names) == ["gateway.request before-fork", "gateway.request child", "gateway.request parent"]
+
+
+def test_under_opentelemetry_instrument_existing_providers_are_reused(tmp_path: Path) -> None:
+    """What `opentelemetry-instrument` does: global SDK providers exist before our setup runs."""
+    code = """
+    import logging
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider(); tp.add_span_processor(SimpleSpanProcessor(exporter)); trace.set_tracer_provider(tp)
+    logging.getLogger().addHandler(LoggingHandler(logger_provider=LoggerProvider()))
+    import clawdbot_otel as telemetry
+    telemetry.setup()
+    with telemetry.tool_call_span("read"):
+        pass
+    print([s.name for s in exporter.get_finished_spans()])
+    print(sum(isinstance(h, LoggingHandler) for h in logging.getLogger().handlers))
+    """
+    proc = _run(code, {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["['execute_tool read']", "0"]
+    assert "reusing the global tracer provider" in proc.stderr
