@@ -33,6 +33,21 @@ def _config(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .conventions._rules_render import prometheus_rules_yaml
+
+    text = prometheus_rules_yaml()
+    if args.write:
+        target = Path(args.write)
+        target.write_text(text)
+        sys.stderr.write(f"wrote {target}\n")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawdbot-otel",
@@ -46,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     cat.set_defaults(func=_catalogue)
     cfg = sub.add_parser("config", help="print the settings derived from OTEL_* and CLAWDBOT_OTEL_* variables")
     cfg.set_defaults(func=_config)
+    rules = sub.add_parser("rules", help="print the Prometheus alert and recording rules generated from the catalogue")
+    rules.add_argument("--write", metavar="FILE", help="write them to FILE (deploy/prometheus/rules/clawdbot.yml)")
+    rules.set_defaults(func=_rules)
     # Subcommands that live with their subsystem register themselves.
     return parser
 

@@ -1,0 +1,106 @@
+"""The design's alert rules and KPI recording rules, in PromQL over catalogue names.
+
+Expressions are built from the catalogue's Prometheus names, never typed by hand, so a renamed metric
+cannot leave a rule silently matching nothing. Where the design's condition cannot be evaluated as
+written, `note` says what changed and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._metrics import METRICS, RECORDING_RULES, SELF_METRICS
+
+__all__ = ["ALERTS", "KPI_RECORDING_RULES", "SEVERITIES", "AlertRule"]
+
+_PROM = {m.name: m.prometheus_name for m in (*METRICS, *SELF_METRICS)}
+
+
+def _p(name: str) -> str:
+    return _PROM[name]
+
+
+#: Design severity -> (Alertmanager routing label value, response time).
+SEVERITIES: dict[str, str] = {
+    "CRITICAL": "Immediate: Slack DM + email, at any time",
+    "WARNING": "Slack #aibot-chat on weekdays 09:00-18:00; batched to the next morning otherwise",
+    "INFO": "Log only",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    name: str
+    severity: str
+    expr: str
+    for_: str
+    summary: str
+    design_condition: str
+    note: str = ""
+
+
+ALERTS: tuple[AlertRule, ...] = (
+    AlertRule(
+        "GatewayDown", "CRITICAL",
+        f"absent({_p('gateway_uptime_seconds')}) "
+        f"or (time() - max(timestamp({_p('gateway_uptime_seconds')})) > 60)",
+        "30s", "Gateway is down! Requires immediate attention.",
+        "gateway_uptime_seconds == 0 for 30s",
+        "A dead gateway reports nothing, so its uptime never reads 0: the alert fires when the series is "
+        "absent or has not been refreshed for 60 s (four export intervals).",
+    ),
+    AlertRule(
+        "HighErrorRate", "CRITICAL",
+        f'sum(rate({_p("gateway_requests_total")}{{status!="success"}}[5m])) '
+        f"/ sum(rate({_p('gateway_requests_total')}[5m])) > 0.05",
+        "0s", "Error rate exceeds 5% over 5 minutes.",
+        "rate(gateway_errors_total[5m]) > 0.05",
+        "The design's expression is errors per second, not a percentage; the message (5%) is a ratio of "
+        "failed to all requests, which is what this computes.",
+    ),
+    AlertRule(
+        "HighLatency", "WARNING",
+        f"histogram_quantile(0.95, sum by (le) (rate({_p('task_latency_seconds')}_bucket[5m]))) > 60",
+        "0s", "P95 task latency exceeds 60 seconds.",
+        "histogram_quantile(0.95, task_latency_seconds) > 60",
+        "histogram_quantile needs bucket rates; 60 s is a bucket boundary so the threshold is exact.",
+    ),
+    AlertRule(
+        "QueueBacklog", "WARNING",
+        f"max({_p('spawn_queue_depth')}) > 20",
+        "5m", "Spawn queue has >20 pending requests for 5+ minutes.",
+        "spawn_queue_depth > 20 for 5m",
+    ),
+    AlertRule(
+        "StaleHeartbeats", "WARNING",
+        f"sum({_p('heartbeat_stale_current')}) / sum({_p('heartbeat_active')}) > 0.2",
+        "0s", "More than 20% of heartbeats are stale.",
+        "heartbeat_stale_total / heartbeat_active > 0.2",
+        "heartbeat_stale_total is a counter that only grows; the ratio uses the current stale gauge.",
+    ),
+    AlertRule(
+        "HighMemoryUsage", "INFO",
+        f"sum({_p('resource_memory_used_bytes')}) / max({_p('resource_memory_total')}) > 0.85",
+        "0s", "Memory usage exceeds 85%.",
+        "resource_memory_used_bytes / resource_memory_total > 0.85",
+    ),
+)
+
+#: KPI views as recording rules (dashboards and reports read these names).
+KPI_RECORDING_RULES: tuple[tuple[str, str], ...] = (
+    *((r.name, r.expr) for r in RECORDING_RULES),
+    ("clawdbot:gateway_request_success_ratio:rate1h",
+     f'sum(rate({_p("gateway_requests_total")}{{status="success"}}[1h])) '
+     f'/ sum(rate({_p("gateway_requests_total")}[1h]))'),
+    ("clawdbot:gateway_request_latency_seconds:p95_5m",
+     f"histogram_quantile(0.95, sum by (le) (rate({_p('gateway_request_latency_seconds')}_bucket[5m])))"),
+    ("clawdbot:spawn_queue_latency_seconds:p95_5m",
+     f"histogram_quantile(0.95, sum by (le) (rate({_p('spawn_queue_latency_seconds')}_bucket[5m])))"),
+    ("clawdbot:task_completion_ratio:rate24h",
+     f'sum(increase({_p("task_completion_total")}{{status="success"}}[24h])) '
+     f"/ sum(increase({_p('task_completion_total')}[24h]))"),
+    ("clawdbot:task_validation_pass_ratio:rate24h",
+     f"sum(increase({_p('task_validation_passes')}[24h])) / (sum(increase({_p('task_validation_passes')}[24h])) "
+     f"+ sum(increase({_p('task_validation_failures')}[24h])))"),
+    ("clawdbot:session_tokens:rate5m", f"sum by (model) (rate({_p('session_tokens_used')}[5m]))"),
+)
