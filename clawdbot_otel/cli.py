@@ -48,6 +48,20 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboards(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .dashboards import DASHBOARDS, dashboard_json
+
+    out = Path(args.write)
+    out.mkdir(parents=True, exist_ok=True)
+    for dashboard in DASHBOARDS:
+        target = out / f"{dashboard.uid}.json"
+        target.write_bytes(orjson.dumps(dashboard_json(dashboard), option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stderr.write(f"wrote {target}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawdbot-otel",
@@ -64,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="print the Prometheus alert and recording rules generated from the catalogue")
     rules.add_argument("--write", metavar="FILE", help="write them to FILE (deploy/prometheus/rules/clawdbot.yml)")
     rules.set_defaults(func=_rules)
+    dash = sub.add_parser("dashboards", help="write the Grafana dashboards generated from the catalogue")
+    dash.add_argument("--write", metavar="DIR", default="deploy/grafana/dashboards")
+    dash.set_defaults(func=_dashboards)
     # Subcommands that live with their subsystem register themselves.
     return parser
 
