@@ -133,6 +133,7 @@ SPAN_CATEGORIES: tuple[SpanCategory, ...] = (
             A("clawdbot.message.from", "string", "Sending agent", "from"),
             A("clawdbot.message.to", "string", "Receiving agent", "to"),
             A("clawdbot.message.type", "string", "Message type", "type"),
+            A("clawdbot.message.subject", "string", "Subject, redacted and truncated", opt_in=True),
             A("clawdbot.message.delivery_latency_s", "double", "Creation to delivery time"),
         ),
         captured_data="From, to, type",

@@ -1,0 +1,33 @@
+"""Collection points: each knows its source (job runs, queue files, inbox files, heartbeat files,
+the process) and feeds the catalogue's metrics, spans and logs through a `Telemetry` facade.
+
+    from clawdbot_otel import get_telemetry
+    from clawdbot_otel.collect import SpawnQueueWatcher
+
+    watcher = SpawnQueueWatcher(get_telemetry())       # ~/clawd/scheduler/spawn-queue/
+    watcher.start()                                    # on the running event loop; await watcher.stop()
+
+Watchers never raise into the host: bad files are counted in
+`clawdbot_otel_source_errors_total{source, reason}` and logged once per file version.
+"""
+
+from __future__ import annotations
+
+from .heartbeats import HeartbeatWatcher, TaskHeartbeatWatcher
+from .inbox import InboxWatcher
+from .resources import ResourceSampler
+from .scheduler import CronScheduler, JobRun, SchedulerInstrumentation
+from .spawn_queue import SpawnQueueWatcher
+from .tasks import TaskInstrumentation
+
+__all__ = [
+    "CronScheduler",
+    "HeartbeatWatcher",
+    "InboxWatcher",
+    "JobRun",
+    "ResourceSampler",
+    "SchedulerInstrumentation",
+    "SpawnQueueWatcher",
+    "TaskHeartbeatWatcher",
+    "TaskInstrumentation",
+]
