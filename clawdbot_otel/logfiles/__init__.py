@@ -1,0 +1,33 @@
+"""Local log files by the design's Log Retention Policy: per-level folders, rotation, gzip, cleanup, audit.
+
+    import clawdbot_otel as telemetry
+    from clawdbot_otel.logfiles import LevelFileSink, audit
+
+    telemetry.setup(log_sinks=[LevelFileSink(), telemetry.StreamSink()])
+    audit("auth", outcome="failure", actor="client-7", reason="bad_token")
+
+Layout under one root (`CLAWDBOT_OTEL_LOG_DIR`, default `~/.local/state/clawdbot-otel/logs`):
+`debug/` 24 h, `info/` 7 days, `error/` (WARN, ERROR) 30 days, `archive/` (FATAL) 90 days, `audit/`
+1 year. Several processes may share the folders (see `_rotation` for the locking scheme).
+"""
+
+from __future__ import annotations
+
+from ._audit import audit
+from ._loki import loki_retention_config
+from ._maintenance import PrunedFile, prune
+from ._policy import LOG_DIR_ENV, RETENTION_POLICY, LogRetention, default_log_dir
+from ._sink import DEFAULT_MAX_BYTES, LevelFileSink
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "LOG_DIR_ENV",
+    "RETENTION_POLICY",
+    "LevelFileSink",
+    "LogRetention",
+    "PrunedFile",
+    "audit",
+    "default_log_dir",
+    "loki_retention_config",
+    "prune",
+]

@@ -1,0 +1,73 @@
+"""`clawdbot-otel logs prune` and `logs loki-retention`, and the package's public surface."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import time
+from pathlib import Path
+
+import pytest
+
+from clawdbot_otel import logfiles
+from clawdbot_otel.logfiles._cli import register
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="clawdbot-otel")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def rotated(folder: Path, day: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{folder.name}.{day}.0001.log.gz"
+    path.write_bytes(gzip.compress(b"x\n" * 100))
+    return path
+
+
+def test_prune_dry_run_then_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    old_debug = rotated(tmp_path / "debug", "2020-01-01")
+    old_audit = rotated(tmp_path / "audit", "2020-01-01")
+    recent = rotated(tmp_path / "info", today)
+
+    assert run(["logs", "prune", "--dry-run", "--log-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"would remove {old_audit} (audit, 2020-01-01, {old_audit.stat().st_size} B)"  # oldest first
+    assert out[1].startswith(f"would remove {old_debug} (debug, 2020-01-01, ")
+    assert out[2].startswith("would remove 2 file(s), ") and out[2].endswith(f"under {tmp_path}")
+    assert old_debug.exists() and old_audit.exists()
+
+    assert run(["logs", "prune", "--log-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("removed 2 file(s), ")
+    assert not old_debug.exists() and not old_audit.exists() and recent.exists()
+
+    assert run(["logs", "prune", "--log-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"nothing past its retention under {tmp_path}\n"
+
+
+def test_prune_uses_the_env_log_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CLAWDBOT_OTEL_LOG_DIR", str(tmp_path))
+    old = rotated(tmp_path / "error", "2020-01-01")
+    assert run(["logs", "prune"]) == 0
+    assert not old.exists()
+    assert capsys.readouterr().out.startswith(f"removed {old} (error, 2020-01-01, ")
+
+
+def test_prune_of_a_root_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_bytes(b"")
+    assert run(["logs", "prune", "--log-dir", str(tmp_path / "f")]) == 0  # nothing there: nothing to prune
+    assert "nothing past its retention" in capsys.readouterr().out
+
+
+def test_loki_retention_prints_the_runtime_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["logs", "loki-retention"]) == 0
+    assert capsys.readouterr().out == logfiles.loki_retention_config()
+
+
+def test_public_surface() -> None:
+    public = {name for name in vars(logfiles) if not name.startswith("_")} - {"annotations"}
+    assert set(logfiles.__all__) == public
