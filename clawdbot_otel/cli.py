@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import orjson
 
 from .conventions import catalogue_dict, catalogue_markdown
+from .gateway import register as register_gateway
+from .logfiles._cli import register as register_logs
 
 __all__ = ["main"]
 
@@ -82,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--write", metavar="DIR", default="deploy/grafana/dashboards")
     dash.set_defaults(func=_dashboards)
     # Subcommands that live with their subsystem register themselves.
+    register_gateway(sub)
+    register_logs(sub)
     return parser
 
 

@@ -1,0 +1,127 @@
+"""Relay cost of the proxy: direct vs proxy (observer off) vs proxy (observer on), in one run.
+
+    .venv/bin/python bench/proxy_bench.py --duration 20
+
+An embedded gateway (no telemetry) is the upstream; each configuration gets the same load from this
+process: `--clients` connections, each sending `health` requests back to back (one in flight per
+connection) and, every tenth request, an `agent` turn whose ~20 event frames flow back through the
+relay. Reported: round-trip p50/p99 of `health`, requests/s, and ratios against the direct path.
+Gateways run in child processes so the load generator does not share their event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from clawdbot_otel.gateway import GatewayClient
+
+_RUN_GATEWAY = (
+    "import argparse, sys\n"
+    "from clawdbot_otel.gateway import register\n"
+    "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command'))\n"
+    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def gateway_process(args: Sequence[str], *, telemetry_dir: str | None = None) -> Iterator[tuple[str, int]]:
+    """(url, pid) of a gateway started with `args` (after `gateway`), production telemetry settings."""
+    port = free_port()
+    env = dict(os.environ)
+    env.setdefault("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=production")
+    env["CLAWDBOT_OTEL_OUTPUT_DIR"] = telemetry_dir or tempfile.mkdtemp(prefix="clawdbot-otel-bench-")
+    proc = subprocess.Popen([sys.executable, "-c", _RUN_GATEWAY, "gateway", "--port", str(port), *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"gateway {' '.join(args)} exited with {proc.returncode}")
+            time.sleep(0.05)
+        yield f"ws://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+
+async def _load(url: str, duration_s: float, clients: int) -> tuple[list[float], int, int]:
+    latencies: list[float] = []
+    turns = 0
+    deadline = time.monotonic() + duration_s
+
+    async def one() -> None:
+        nonlocal turns
+        async with GatewayClient(url, token="bench") as client:
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                if n % 10 == 0:
+                    await client.agent("please use a tool now")
+                    turns += 1
+                    continue
+                t0 = time.perf_counter()
+                await client.call("health")
+                latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return latencies, len(latencies), turns
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 100 else max(values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per configuration")
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    rows = []
+    upstream_args = ["--no-telemetry", "--token", "bench", "--time-scale", "0.01", "--workspace",
+                     str(Path("/tmp/clawdbot-otel-bench-upstream"))]
+    with gateway_process(upstream_args) as (upstream, _):
+        configs = [("direct", None), ("proxy, observer off", ["--upstream", upstream, "--no-telemetry"]),
+                   ("proxy, observer on", ["--upstream", upstream])]
+        for name, proxy_args in configs:
+            if proxy_args is None:
+                latencies, count, turns = asyncio.run(_load(upstream, args.duration, args.clients))
+            else:
+                with gateway_process(proxy_args) as (url, _):
+                    latencies, count, turns = asyncio.run(_load(url, args.duration, args.clients))
+            rows.append((name, statistics.median(latencies) * 1e3, _pct(latencies, 99) * 1e3,
+                         count / args.duration, turns))
+    base = rows[0]
+    print(f"\n{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'p50 +ms':>9}{'p99 +ms':>9}"
+          f"{'thrpt':>8}")
+    for name, p50, p99, rps, turns in rows:
+        print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{p50 - base[1]:>9.3f}{p99 - base[2]:>9.3f}"
+              f"{rps / base[3]:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

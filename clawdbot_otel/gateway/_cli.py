@@ -1,0 +1,101 @@
+"""`clawdbot-otel gateway` and `clawdbot-otel demo` (thin: parse, call the library, print).
+
+The lead wires `register(subparsers)` into `clawdbot_otel.cli.build_parser()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+DEFAULT_PORT = 18789
+
+
+def register(subparsers: Any) -> None:
+    """Add the `gateway` and `demo` subcommands to an argparse subparsers object."""
+    gw = subparsers.add_parser(
+        "gateway", help="run the instrumented gateway (embedded runtime, or a proxy with --upstream)",
+        description="A WebSocket gateway on the OpenClaw protocol, instrumented at the gateway and session "
+        "collection points. Without --upstream it answers with a simulated agent runtime that writes the "
+        "workspace's spawn-queue, inbox and heartbeat files; with --upstream it is a transparent proxy that "
+        "adds trace context to request frames.")
+    gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    gw.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default %(default)s)")
+    gw.add_argument("--upstream", metavar="ws://HOST:PORT", help="proxy to this gateway instead of simulating one")
+    gw.add_argument("--workspace", metavar="DIR",
+                    help="the clawd workspace (its scheduler/ folders); default ~/clawd")
+    gw.add_argument("--token", default=os.environ.get("OPENCLAW_GATEWAY_TOKEN"),
+                    help="gateway token clients must present (embedded mode; default $OPENCLAW_GATEWAY_TOKEN)")
+    gw.add_argument("--time-scale", type=float, default=1.0,
+                    help="multiply the simulated runtime's delays (e.g. 0.1 for a fast demo)")
+    gw.add_argument("--no-telemetry", action="store_true", help="relay/answer without any telemetry (baseline)")
+    gw.set_defaults(func=_gateway)
+
+    demo = subparsers.add_parser("demo", help="drive realistic load through a gateway for a while",
+                                 description="Connects like the openclaw CLI and runs a mix of agent turns, tool "
+                                 "calls, failures, spawns, inbox messages, cron and session queries.")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of load (default %(default)s)")
+    demo.add_argument("--gateway", default=f"ws://127.0.0.1:{DEFAULT_PORT}", help="gateway URL (default %(default)s)")
+    demo.add_argument("--token", default=os.environ.get("OPENCLAW_GATEWAY_TOKEN"), help="gateway token")
+    demo.add_argument("--concurrency", type=int, default=4, help="parallel clients (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=None, help="seed for a repeatable mix")
+    demo.set_defaults(func=_demo)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import clawdbot_otel
+
+    from ._server import GatewayServer
+
+    if not args.no_telemetry:
+        clawdbot_otel.setup()
+    server = GatewayServer(clawdbot_otel.get_telemetry(), host=args.host, port=args.port, upstream=args.upstream,
+                           workspace=args.workspace, token=args.token, observe=not args.no_telemetry,
+                           time_scale=args.time_scale)
+
+    async def main() -> int:
+        try:
+            await server.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                sys.stderr.write(f"clawdbot-otel gateway: {args.host}:{args.port} is already in use (another "
+                                 "gateway?); stop it or choose another port with --port\n")
+            else:
+                sys.stderr.write(f"clawdbot-otel gateway: cannot listen on {args.host}:{args.port}: {exc}\n")
+            return 1
+        sys.stdout.write(f"clawdbot-otel gateway: listening on {server.url} ({server.mode})\n")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+        return 0
+
+    try:
+        return asyncio.run(main())
+    finally:
+        clawdbot_otel.shutdown()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    try:
+        stats = asyncio.run(run_demo(args.gateway, token=args.token, duration_s=args.duration,
+                                     concurrency=args.concurrency, seed=args.seed))
+    except ConnectionError as exc:
+        sys.stderr.write(f"clawdbot-otel demo: {exc}\n")
+        return 1
+    unexpected = stats.failed - stats.expected_failures
+    return 0 if unexpected == 0 or unexpected < 0.05 * max(stats.ok, 1) else 1

@@ -1,0 +1,471 @@
+"""The gateway WebSocket server: the embedded runtime, or a transparent proxy in front of a real gateway.
+
+Both modes feed one `FrameObserver`. The proxy's relay path is: receive -> (c2s req only: start the
+request span, put its `traceparent` in the frame) -> send -> observe. Everything else about a frame
+is passed on as received: text stays text, binary stays binary, bytes are untouched, close codes and
+reasons are relayed, and `send()` waiting for the peer to drain is the backpressure (a pump does not
+read the next message until the previous one was written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from clawdbot_otel._facade import Telemetry
+
+from ._embedded import DEFAULT_CRON_JOBS, CronJob, EmbeddedRuntime
+from ._frames import (
+    ERROR_INVALID_REQUEST,
+    EventFrame,
+    FrameError,
+    RequestFrame,
+    ResponseFrame,
+    error_response,
+    parse_frame,
+)
+from ._observer import FrameObserver
+from ._workspace import Workspace
+
+__all__ = ["GatewayServer", "inject_traceparent"]
+
+_NS = 1_000_000_000
+#: Handshake headers worth recording on request spans (redacted) and passing upstream.
+_RECORDED_HEADERS = ("user-agent", "origin", "authorization", "x-forwarded-for")
+_FORWARDED_HEADERS = ("authorization", "cookie", "x-openclaw-token")
+#: Close codes a peer may send (RFC 6455 7.4): others (1005, 1006, 1015) are facts, not codes to send.
+_SENDABLE = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
+_TRACEPARENT_VALUE = re.compile(r"^[0-9A-Za-z-]{0,128}$")
+
+
+def inject_traceparent(message: str | bytes, frame: RequestFrame, traceparent: str) -> str | bytes:
+    """The same message with its top-level `traceparent` set; every other byte unchanged.
+
+    A new field is appended before the closing brace; an existing string value is replaced in place
+    when it occurs exactly once as a `"traceparent": "<value>"` pair. Anything else (an odd value, a
+    duplicate) falls back to re-encoding the frame, which keeps the JSON but not the formatting.
+    """
+    text = message.decode() if isinstance(message, bytes) else message
+    raw = frame.raw
+    if "traceparent" not in raw:
+        end = text.rstrip().rfind("}")
+        out = f'{text[:end]},"traceparent":"{traceparent}"{text[end:]}'
+    else:
+        old = raw["traceparent"]
+        out = ""
+        if isinstance(old, str) and _TRACEPARENT_VALUE.match(old):
+            pattern = re.compile(r'"traceparent"(\s*:\s*)"' + re.escape(old) + '"')
+            found = pattern.findall(text)
+            if len(found) == 1:
+                out = pattern.sub(lambda m: f'"traceparent"{m.group(1)}"{traceparent}"', text)
+        if not out:
+            out = orjson.dumps({**raw, "traceparent": traceparent}).decode()
+    return out.encode() if isinstance(message, bytes) else out
+
+
+def _close_args(conn: ServerConnection | ClientConnection) -> tuple[int, str]:
+    code = conn.close_code
+    reason = conn.close_reason or ""
+    if code is not None and (code in _SENDABLE or 3000 <= code <= 4999):
+        return code, reason
+    if code == 1005 or code is None:
+        return 1000, reason
+    return 1011, reason or "peer connection lost"
+
+
+class _Peer:
+    """An embedded-mode client connection: an ordered, bounded outbound queue and its writer task."""
+
+    __slots__ = ("authed", "id", "queue", "seq", "server", "writer", "ws")
+
+    _CLOSE = object()
+
+    def __init__(self, server: GatewayServer, ws: ServerConnection, conn_id: str, max_queue: int) -> None:
+        self.server = server
+        self.ws = ws
+        self.id = conn_id
+        self.authed = False
+        self.seq = 0
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(max_queue)
+        self.writer = asyncio.create_task(self._write())
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        observer = self.server.observer
+        if observer is not None and frame.get("type") == "res":
+            self.server.guard(observer.frame, self.id, "s2c", ResponseFrame(
+                frame["id"], frame["ok"], frame.get("payload"), frame.get("error"), frame))
+        self._put(orjson.dumps(frame).decode())
+
+    def send_event(self, event: str, payload_json: str) -> None:
+        self.seq += 1
+        self._put(f'{{"type":"event","event":"{event}","payload":{payload_json},"seq":{self.seq}}}')
+
+    def close_later(self, code: int, reason: str) -> None:
+        self._put((self._CLOSE, code, reason))
+
+    def _put(self, item: Any) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:  # a client that does not read: drop it rather than buffer forever
+            self.server.count_error("runtime")
+            self.writer.cancel()
+            self.writer = asyncio.create_task(self.ws.close(1008, "slow consumer"))
+
+    async def _write(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                item = await self.queue.get()
+                if isinstance(item, tuple):
+                    await ws.close(item[1], item[2])
+                    return
+                await ws.send(item)
+        except ConnectionClosed:
+            pass
+
+
+class GatewayServer:
+    """`clawdbot-otel gateway`: listen on host:port; embedded runtime, or proxy to `upstream`.
+
+    `observe=False` runs the same relay with no telemetry at all (the benchmark's baseline).
+    `collectors=True` (embedded mode) also runs the spawn-queue, inbox and heartbeat watchers and the
+    resource sampler over the workspace, inside this process.
+    """
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 18789,
+        upstream: str | None = None,
+        workspace: Path | str | None = None,
+        token: str | None = None,
+        observe: bool = True,
+        collectors: bool = True,
+        time_scale: float = 1.0,
+        tick_interval_s: float = 30.0,
+        cron_jobs: tuple[CronJob, ...] = DEFAULT_CRON_JOBS,
+        seed: int | None = None,
+        max_size: int | None = 64 * 1024 * 1024,
+        max_observed_bytes: int = 1 << 20,
+        sweep_interval_s: float = 5.0,
+        run_timeout_s: float = 900.0,
+        max_queue: int = 10_000,
+    ) -> None:
+        self.telemetry = telemetry
+        self.host = host
+        self.port = port
+        self.upstream = upstream
+        self.token = token
+        self.observe = observe
+        self.max_size = max_size
+        self.max_observed_bytes = max_observed_bytes
+        self.sweep_interval_s = sweep_interval_s
+        self.max_queue = max_queue
+        self.workspace = Workspace(Path(workspace).expanduser()) if workspace else Workspace.default()
+        self.collectors_enabled = collectors and observe
+        self.collectors: list[Any] = []
+        self.observer: FrameObserver | None = None
+        if observe:
+            # With the spawn-queue watcher running, sub-agents are counted from its response files.
+            self.observer = FrameObserver(telemetry, run_timeout_s=run_timeout_s,
+                                          count_subagents=not (self.collectors_enabled and upstream is None))
+        self.runtime: EmbeddedRuntime | None = None
+        if upstream is None:
+            self.runtime = EmbeddedRuntime(
+                self.workspace, self._broadcast, token=token, time_scale=time_scale,
+                tick_interval_s=tick_interval_s, cron_jobs=cron_jobs, seed=seed,
+                trace_lookup=self.observer.run_traceparent if self.observer is not None else None)
+        self.peers: dict[str, _Peer] = {}
+        self.observer_errors: list[BaseException] = []
+        self.started_at = time.time()
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def mode(self) -> str:
+        return f"proxy to {self.upstream}" if self.upstream else f"embedded runtime, workspace {self.workspace.root}"
+
+    async def start(self) -> None:
+        handler = self._proxy_connection if self.upstream else self._embedded_connection
+        self._server = await serve(handler, self.host, self.port, max_size=self.max_size, compression=None)
+        sockets = list(self._server.sockets)
+        if sockets and self.port == 0:
+            self.port = sockets[0].getsockname()[1]
+        self.started_at = time.time()
+        if self.runtime is not None:
+            await self.runtime.start()
+        if self.observer is not None:
+            self._tasks.append(asyncio.create_task(self._sweep_loop()))
+        if self.collectors_enabled:
+            self.collectors = start_collectors(self.telemetry, self.workspace, started_at=self.started_at,
+                                               watchers=self.upstream is None)
+        self.telemetry.log("INFO", "gateway", "Gateway started", metadata={"url": self.url, "mode": self.mode})
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self.runtime is not None:
+            await self.runtime.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for collector in self.collectors:
+            with contextlib.suppress(Exception):
+                stop = getattr(collector, "stop", None)
+                if stop is not None:
+                    result = stop()
+                    if isinstance(result, Awaitable):
+                        await result
+                close = getattr(collector, "close", None)
+                if close is not None:
+                    close()
+        self.collectors.clear()
+        if self.observer is not None:
+            self.observer.sweep(time.time_ns() + 10**15)  # end what is still open, as timeouts
+        self.telemetry.log("INFO", "gateway", "Gateway stopped", metadata={"url": self.url})
+
+    async def __aenter__(self) -> GatewayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    # --- shared ----------------------------------------------------------------------------------
+    def guard(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call into the observer; whatever it raises stays here (the relay must not die of telemetry)."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if len(self.observer_errors) < 100:
+                self.observer_errors.append(exc)
+            with contextlib.suppress(Exception):
+                self.telemetry.increment("clawdbot_otel_source_errors_total",
+                                         {"source": "frames", "reason": "observer_error"})
+            return None
+
+    def count_error(self, error_type: str) -> None:
+        if self.observe:
+            self.telemetry.increment("gateway_errors_total", {"error_type": error_type})
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            if self.observer is not None:
+                self.guard(self.observer.sweep)
+
+    def _opened(self, ws: ServerConnection) -> str:
+        conn_id = str(uuid.uuid4())
+        if self.observer is not None:
+            headers = {}
+            if ws.request is not None:
+                for name in _RECORDED_HEADERS:
+                    value = ws.request.headers.get(name)
+                    if value is not None:
+                        headers[name] = value
+            remote = ws.remote_address
+            if remote:
+                headers["x-remote-address"] = f"{remote[0]}"
+            self.guard(self.observer.connection_opened, conn_id, headers)
+            self.telemetry.increment("gateway_active_connections", None, 1)
+            self.telemetry.log("DEBUG", "gateway", "Connection opened", metadata={"connection_id": conn_id})
+        return conn_id
+
+    def _closed(self, conn_id: str, code: int | None, reason: str) -> None:
+        if self.observer is not None:
+            self.telemetry.increment("gateway_active_connections", None, -1)
+            self.guard(self.observer.connection_closed, conn_id, code, reason)
+            self.telemetry.log("DEBUG", "gateway", "Connection closed",
+                               metadata={"connection_id": conn_id, "code": code, "reason": reason})
+
+    # --- embedded mode ---------------------------------------------------------------------------
+    def _broadcast(self, event: str, payload: dict[str, Any]) -> None:
+        """An event for every connected, authenticated client: observed once, encoded once."""
+        observer = self.observer
+        if observer is not None:
+            self.guard(observer.frame, "", "s2c", EventFrame(event, payload, None, {}))
+        payload_json = orjson.dumps(payload).decode()
+        for peer in list(self.peers.values()):
+            if peer.authed:
+                peer.send_event(event, payload_json)
+
+    async def _embedded_connection(self, ws: ServerConnection) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        conn_id = self._opened(ws)
+        peer = _Peer(self, ws, conn_id, self.max_queue)
+        self.peers[conn_id] = peer
+        observer = self.observer
+        try:
+            challenge = runtime.challenge()
+            if observer is not None:
+                self.guard(observer.frame, conn_id, "s2c", EventFrame("connect.challenge", challenge, None, {}))
+            peer.send_event("connect.challenge", orjson.dumps(challenge).decode())
+            async for message in ws:
+                received = time.time_ns()
+                try:
+                    frame = parse_frame(message)
+                except FrameError as exc:
+                    if observer is not None:
+                        self.guard(observer.invalid, "c2s", exc.reason)
+                    peer.send_frame(error_response(exc.frame_id, ERROR_INVALID_REQUEST, f"invalid frame: {exc}"))
+                    continue
+                if isinstance(frame, RequestFrame):
+                    if observer is not None:
+                        self.guard(observer.request, conn_id, frame, received)
+                    runtime.handle(peer, frame)
+                else:  # clients send requests only
+                    if observer is not None:
+                        self.guard(observer.invalid, "c2s", f"unexpected_{type(frame).__name__.lower()}")
+                    peer.send_frame(error_response(None, ERROR_INVALID_REQUEST,
+                                                   "invalid frame: clients send request frames only"))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.peers.pop(conn_id, None)
+            peer.writer.cancel()  # the socket is closed: what is still queued cannot be delivered
+            self._closed(conn_id, ws.close_code, ws.close_reason or "")
+
+    # --- proxy mode ------------------------------------------------------------------------------
+    async def _proxy_connection(self, ws: ServerConnection) -> None:
+        assert self.upstream is not None
+        conn_id = self._opened(ws)
+        try:
+            headers = {}
+            origin = None
+            user_agent = None
+            if ws.request is not None:
+                for name in _FORWARDED_HEADERS:
+                    value = ws.request.headers.get(name)
+                    if value is not None:
+                        headers[name] = value
+                origin = ws.request.headers.get("origin")
+                user_agent = ws.request.headers.get("user-agent")
+            # No X-Forwarded-For: the real gateway treats it as a proxied client from an untrusted proxy.
+            try:
+                upstream = await connect(
+                    self.upstream, additional_headers=headers, origin=origin,  # type: ignore[arg-type]
+                    user_agent_header=user_agent, max_size=self.max_size, compression=None, open_timeout=10,
+                )
+            except Exception as exc:
+                self.count_error("runtime")
+                self.telemetry.log("ERROR", "gateway", "Upstream gateway unreachable",
+                                   metadata={"upstream": self.upstream, "error": f"{type(exc).__name__}: {exc}"})
+                await ws.close(1011, f"upstream gateway unavailable: {type(exc).__name__} {exc}"[:120])
+                return
+            async with upstream:
+                c2s = asyncio.create_task(self._pump_c2s(conn_id, ws, upstream))
+                s2c = asyncio.create_task(self._pump_s2c(conn_id, upstream, ws))
+                await asyncio.wait((c2s, s2c), return_when=asyncio.FIRST_COMPLETED)
+                if ws.close_code is not None or c2s.done():
+                    code, reason = _close_args(ws)
+                    await upstream.close(code, reason)
+                else:
+                    code, reason = _close_args(upstream)
+                    await ws.close(code, reason)
+                for task in (c2s, s2c):
+                    try:
+                        await asyncio.wait_for(task, 5.0)
+                    except (TimeoutError, ConnectionClosed):
+                        task.cancel()
+        finally:
+            self._closed(conn_id, ws.close_code, ws.close_reason or "")
+
+    async def _pump_c2s(self, conn_id: str, src: ServerConnection, dst: ClientConnection) -> None:
+        observer = self.observer
+        limit = self.max_observed_bytes
+        try:
+            async for message in src:
+                if observer is None or len(message) > limit:
+                    await dst.send(message)
+                    if observer is not None:
+                        self.guard(observer.invalid, "relay", "oversized")
+                    continue
+                received = time.time_ns()
+                try:
+                    frame = parse_frame(message)
+                except FrameError as exc:
+                    await dst.send(message)
+                    self.guard(observer.invalid, "c2s", exc.reason)
+                    continue
+                if isinstance(frame, RequestFrame):
+                    span = self.guard(observer.request, conn_id, frame, received)
+                    if span is not None:
+                        message = inject_traceparent(message, frame, span.traceparent)
+                    await dst.send(message)
+                else:
+                    await dst.send(message)
+                    self.guard(observer.frame, conn_id, "c2s", frame, received)
+        except ConnectionClosed:
+            pass
+
+    async def _pump_s2c(self, conn_id: str, src: ClientConnection, dst: ServerConnection) -> None:
+        observer = self.observer
+        limit = self.max_observed_bytes
+        try:
+            async for message in src:
+                await dst.send(message)
+                if observer is None:
+                    continue
+                if len(message) > limit:
+                    self.guard(observer.invalid, "relay", "oversized")
+                    continue
+                received = time.time_ns()
+                try:
+                    frame = parse_frame(message)
+                except FrameError as exc:
+                    self.guard(observer.invalid, "s2c", exc.reason)
+                    continue
+                self.guard(observer.frame, conn_id, "s2c", frame, received)
+        except ConnectionClosed:
+            pass
+
+
+def start_collectors(telemetry: Telemetry, workspace: Workspace, *, started_at: float, watchers: bool) -> list[Any]:
+    """The one integration point with `clawdbot_otel.collect`, run inside the gateway process.
+
+    Always the resource sampler (gateway uptime, memory, CPU; the workspace's disk); with `watchers`
+    (embedded mode, whose runtime writes the files) the spawn-queue, inbox and heartbeat watchers over
+    the workspace, with short intervals (the demo's files live for seconds; heartbeats are stale
+    after 60 s).
+    """
+    from clawdbot_otel.collect import InboxWatcher, ResourceSampler, SpawnQueueWatcher, TaskHeartbeatWatcher
+
+    started: list[Any] = []
+    if watchers:
+        workspace.create()
+        started = [
+            SpawnQueueWatcher(telemetry, workspace.spawn_queue, interval_s=0.5),
+            InboxWatcher(telemetry, workspace.inboxes, interval_s=0.5),
+            TaskHeartbeatWatcher(telemetry, workspace.heartbeats, interval_s=2.0, stale_after_s=60.0),
+        ]
+        for watcher in started:
+            watcher.start()
+    paths = [str(workspace.root)] if workspace.root.exists() else ["~"]
+    sampler = ResourceSampler(telemetry, paths=paths, process_name="gateway", gateway=True, started_at=started_at)
+    return [*started, sampler]

@@ -1,0 +1,55 @@
+"""The `gateway` and `demo` subcommands, and a short demo run that reaches every collection point."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import pytest
+
+import clawdbot_otel.gateway as gateway_pkg
+from clawdbot_otel.gateway import GatewayServer, register, run_demo
+from clawdbot_otel.testing import capture_telemetry
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_exported_members() -> None:
+    public = {name for name in dir(gateway_pkg) if not name.startswith("_")}
+    assert set(gateway_pkg.__all__) == public - {"annotations"}
+
+
+def test_register_adds_subcommands() -> None:
+    parser = argparse.ArgumentParser(prog="clawdbot-otel")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["gateway", "--port", "18800", "--upstream", "ws://127.0.0.1:18790"])
+    assert (args.command, args.host, args.port, args.upstream) == ("gateway", "127.0.0.1", 18800,
+                                                                   "ws://127.0.0.1:18790")
+    args = parser.parse_args(["demo", "--duration", "5", "--gateway", "ws://127.0.0.1:1", "--token", "T"])
+    assert (args.duration, args.gateway, args.token) == (5.0, "ws://127.0.0.1:1", "T")
+    assert callable(args.func)
+
+
+async def test_demo_reaches_every_collection_point(tmp_path: Path) -> None:
+    with capture_telemetry(strict=True, log_level="INFO") as cap:
+        server = GatewayServer(cap.telemetry, port=0, workspace=tmp_path / "clawd", token="T", time_scale=0.02,
+                               tick_interval_s=0.5, seed=5)
+        async with server:
+            await server.runtime._run_job(next(iter(server.runtime._jobs.values())), "manual")  # type: ignore[union-attr]
+            out = io.StringIO()
+            stats = await run_demo(server.url, token="T", duration_s=3.0, concurrency=3, seed=11, out=out)
+            names = set(cap.collect_metrics())  # while the watchers and the sampler still report
+        assert server.observer_errors == []
+    assert stats.ok > 20
+    assert stats.failed == stats.expected_failures
+    assert "ops" in out.getvalue()
+    for name in ("gateway.requests", "gateway.request.latency", "gateway.errors", "gateway.active_connections",
+                 "gateway.throughput.requests", "gateway.uptime", "session", "session.duration",
+                 "session.tokens_used", "session.cost_usd", "session.tool_calls", "session.errors",
+                 "scheduler.jobs", "spawn.requests", "spawn.subagent", "spawn.queue.latency",
+                 "inbox.messages", "heartbeat.active", "task.completion", "task.validation.passes",
+                 "resource.memory.used"):
+        assert name in names, name
+    categories = {str(s.attributes.get("clawdbot.span.category")) for s in cap.finished_spans()}
+    assert {"request", "session", "model_call", "tool_call", "spawn", "message", "validation", "job"} <= categories
