@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
                     help="gateway token clients must present (embedded mode; default $OPENCLAW_GATEWAY_TOKEN)")
     gw.add_argument("--time-scale", type=float, default=1.0,
                     help="multiply the simulated runtime's delays (e.g. 0.1 for a fast demo)")
+    gw.add_argument("--heartbeat-stale-after", type=float, default=300.0, metavar="SECONDS",
+                    help="a task heartbeat not updated for this long is stale (default %(default)s)")
     gw.add_argument("--no-telemetry", action="store_true", help="relay/answer without any telemetry (baseline)")
     gw.set_defaults(func=_gateway)
 
@@ -59,7 +61,7 @@ def _gateway(args: argparse.Namespace) -> int:
         clawdbot_otel.setup()
     server = GatewayServer(clawdbot_otel.get_telemetry(), host=args.host, port=args.port, upstream=args.upstream,
                            workspace=args.workspace, token=args.token, observe=not args.no_telemetry,
-                           time_scale=args.time_scale)
+                           time_scale=args.time_scale, heartbeat_stale_after_s=args.heartbeat_stale_after)
 
     async def main() -> int:
         try:

@@ -163,8 +163,10 @@ class GatewayServer:
         sweep_interval_s: float = 5.0,
         run_timeout_s: float = 900.0,
         max_queue: int = 10_000,
+        heartbeat_stale_after_s: float = 300.0,
     ) -> None:
         self.telemetry = telemetry
+        self.heartbeat_stale_after_s = heartbeat_stale_after_s
         self.host = host
         self.port = port
         self.upstream = upstream
@@ -216,7 +218,8 @@ class GatewayServer:
             self._tasks.append(asyncio.create_task(self._sweep_loop()))
         if self.collectors_enabled:
             self.collectors = start_collectors(self.telemetry, self.workspace, started_at=self.started_at,
-                                               watchers=self.upstream is None)
+                                               watchers=self.upstream is None,
+                                               heartbeat_stale_after_s=self.heartbeat_stale_after_s)
         self.telemetry.log("INFO", "gateway", "Gateway started", metadata={"url": self.url, "mode": self.mode})
 
     async def stop(self) -> None:
@@ -446,13 +449,15 @@ class GatewayServer:
             pass
 
 
-def start_collectors(telemetry: Telemetry, workspace: Workspace, *, started_at: float, watchers: bool) -> list[Any]:
+def start_collectors(
+    telemetry: Telemetry, workspace: Workspace, *, started_at: float, watchers: bool,
+    heartbeat_stale_after_s: float = 300.0,
+) -> list[Any]:
     """The one integration point with `clawdbot_otel.collect`, run inside the gateway process.
 
     Always the resource sampler (gateway uptime, memory, CPU; the workspace's disk); with `watchers`
     (embedded mode, whose runtime writes the files) the spawn-queue, inbox and heartbeat watchers over
-    the workspace, with short intervals (the demo's files live for seconds; heartbeats are stale
-    after 60 s).
+    the workspace, with short intervals (the demo's files live for seconds).
     """
     from clawdbot_otel.collect import InboxWatcher, ResourceSampler, SpawnQueueWatcher, TaskHeartbeatWatcher
 
@@ -462,7 +467,8 @@ def start_collectors(telemetry: Telemetry, workspace: Workspace, *, started_at: 
         started = [
             SpawnQueueWatcher(telemetry, workspace.spawn_queue, interval_s=0.5),
             InboxWatcher(telemetry, workspace.inboxes, interval_s=0.5),
-            TaskHeartbeatWatcher(telemetry, workspace.heartbeats, interval_s=2.0, stale_after_s=60.0),
+            TaskHeartbeatWatcher(telemetry, workspace.heartbeats, interval_s=2.0,
+                                 stale_after_s=heartbeat_stale_after_s),
         ]
         for watcher in started:
             watcher.start()
