@@ -19,7 +19,7 @@ from opentelemetry import metrics, trace
 from opentelemetry._logs import LoggerProvider, get_logger_provider
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from ._logging import LogSink, StreamSink, build_processors, level_value, make_logger
+from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
 from ._spans import SpanScope, TracingMixin
 from .conventions import METRICS, OTHER, SELF_METRICS, Kind, MetricSpec, nearest
@@ -201,8 +201,9 @@ class Telemetry(TracingMixin):
         }
         self._dropped_counter = self._metrics["clawdbot_otel_dropped_total"].add
         self.tracer = self.tracer_provider.get_tracer("clawdbot_otel")
-        self.log_processors = build_processors(self.logger_provider, self.redactor)
-        self._logger = make_logger(self.log_processors, self._log_sinks, self._log_level, self._sink_error)
+        self.log_processors = build_processors(self.logger_provider, self.redactor, on_drop=self._log_dropped)
+        self._log_pipeline = LogPipeline(self.log_processors, self._log_sinks, self._log_level, self._sink_error)
+        self._logger = self._log_pipeline.logger
 
     # --- self-telemetry ---------------------------------------------------------------------
     def _count(self, reason: str, metric: str) -> None:
@@ -218,6 +219,10 @@ class Telemetry(TracingMixin):
         if (reason, metric) not in self._reported:
             self._reported.add((reason, metric))
             _internal_log.warning("clawdbot-otel dropped a measurement (%s): %s", reason, message)
+
+    def _log_dropped(self, component: str) -> None:
+        """The OTLP log export queue was full: the record still went to the sinks, not to OTLP."""
+        self._count("log_queue_full", component)
 
     def _sink_error(self, sink: str, exc: BaseException) -> None:
         reason = type(exc).__name__
@@ -325,10 +330,14 @@ class Telemetry(TracingMixin):
         """
         try:
             levelno = level if isinstance(level, int) else level_value(level)
-            self._logger.log(
-                levelno, message, component=component, correlation_id=correlation_id,
-                metadata=metadata, **fields,
-            )
+            pipeline = self._log_pipeline
+            if pipeline.logger is self._logger:  # else someone swapped the logger: use theirs
+                pipeline.log(levelno, component, message, correlation_id, metadata, fields)
+            else:
+                self._logger.log(
+                    levelno, message, component=component, correlation_id=correlation_id,
+                    metadata=metadata, **fields,
+                )
         except Exception:
             if self.strict:
                 raise

@@ -5,6 +5,12 @@ metadata) -> OTLP emit -> JSON render -> sinks. Each step is a small callable cl
 be done once is done in `__init__`, because every step runs on the host's hot path.
 Standard-library logging of other libraries joins the same chain through `StdlibBridgeHandler`, so
 nothing is exported twice.
+
+`Telemetry.log` does not go through structlog's wrapper: `LogPipeline` runs the same steps fused
+into one function (same record, same JSON line, same OTLP record) when the chain is the standard
+one and the call has no unusual fields, and hands everything else to the structlog logger. The OTLP
+step queues a small tuple when the provider's processor is a `QueuedLogRecordProcessor`
+(see `_log_export`); otherwise it calls the SDK's `Logger.emit`.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import IO, Any, Protocol
 
 import orjson
@@ -23,8 +29,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.baggage import get_baggage
+from opentelemetry.sdk._logs import Logger as SDKLogger
+from structlog._log_levels import LEVEL_TO_NAME
 
 from ._context import CORRELATION_BAGGAGE_KEY
+from ._log_export import QueuedLogRecordProcessor, queued_processor
 from ._redact import Redactor
 from .conventions import LOG_FIELDS, LOG_LEVELS
 
@@ -34,6 +43,7 @@ __all__ = [
     "AddTimestamp",
     "AddTraceContext",
     "EmitOTLP",
+    "LogPipeline",
     "LogSink",
     "RenderJSON",
     "ShapeRecord",
@@ -58,6 +68,8 @@ _LEVEL_BY_METHOD: dict[str, str] = {
 }
 _LEVELS = {lv.name: lv for lv in LOG_LEVELS}
 _SEVERITY = {lv.name: SeverityNumber(lv.otel_severity_number) for lv in LOG_LEVELS}
+_SEVERITY_VALUE = {name: int(number.value) for name, number in _SEVERITY.items()}
+_LEVEL_NUMBER = {lv.name: lv.value for lv in LOG_LEVELS}
 _TOP_LEVEL = tuple(f.name for f in LOG_FIELDS if f.name != "metadata")
 _TOP_LEVEL_SET = frozenset((*_TOP_LEVEL, "metadata", "event"))
 
@@ -66,6 +78,9 @@ def level_value(level: str | int) -> int:
     """The design's numeric level for a name (`WARN`, `warning`, `FATAL`, ...) or a number."""
     if isinstance(level, int):
         return level
+    number = _LEVEL_NUMBER.get(level)
+    if number is not None:
+        return number
     name = _LEVEL_BY_METHOD.get(level.lower(), level.upper())
     try:
         return _LEVELS[name].value
@@ -178,14 +193,45 @@ def _attribute_value(value: Any) -> Any:
 
 
 class EmitOTLP:
-    """Emits the record as an OTLP log record, in the current span's context, exactly once."""
+    """Emits the record as an OTLP log record, in the current span's context, exactly once.
 
-    __slots__ = ("_logger",)
+    With a `QueuedLogRecordProcessor` as the provider's only processor the record is queued as a
+    tuple (`_log_export.LogItem`) and encoded in batches later; a full queue drops it and calls
+    `on_drop(component)`. Otherwise it goes through the SDK's `Logger.emit`.
+    """
 
-    def __init__(self, logger_provider: LoggerProvider, scope: str = "clawdbot_otel") -> None:
-        self._logger = logger_provider.get_logger(scope)
+    __slots__ = ("_count_created", "_logger", "_multi", "_on_drop", "_processor", "_processors")
+
+    def __init__(
+        self,
+        logger_provider: LoggerProvider,
+        scope: str = "clawdbot_otel",
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
+        self._logger: Any = logger_provider.get_logger(scope)
+        self._on_drop = on_drop
+        queued = queued_processor(logger_provider)
+        if queued is None or not isinstance(self._logger, SDKLogger) or not hasattr(self._logger, "_logger_config"):
+            queued = None
+        self._processor: QueuedLogRecordProcessor | None = None
+        self._multi: Any = None
+        self._processors: tuple[Any, ...] = ()
+        if queued is not None:
+            self._processor, self._multi, self._processors = queued
+        # the SDK's own `otel.sdk.log.created` counter, when OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED is set
+        sdk_metrics = getattr(self._logger, "_logger_metrics", None)
+        self._count_created: Callable[[], None] | None = (
+            sdk_metrics.emit_log if sdk_metrics is not None and type(sdk_metrics).__name__ != "NoOpLoggerMetrics"
+            else None
+        )
 
     def __call__(self, _logger: Any, _name: str, record: EventDict) -> EventDict:
+        self.emit(record, record.get("_time_ns"), otel_context.get_current())
+        return record
+
+    def emit(self, record: EventDict, ns: int | None, ctx: Any, span_context: Any = None) -> None:
+        """The OTLP record for a shaped record, stamped `ns`, in context `ctx` (whose span context
+        the caller may pass when it already has it)."""
         attributes: dict[str, Any] = {"component": record["component"]}
         for key in ("correlation_id", "request_id", "session_id", "duration_ms"):
             value = record.get(key)
@@ -196,15 +242,33 @@ class EmitOTLP:
             for key, value in metadata.items():
                 attributes[f"metadata.{key}"] = _attribute_value(value)
         level = record["level"]
+        processor = self._processor
+        if (
+            processor is not None
+            and self._multi._log_record_processors is self._processors
+            and self._logger._logger_config.is_enabled
+        ):
+            if span_context is None:
+                span_context = trace.get_current_span(ctx).get_span_context()
+            if ns is None:
+                observed, ns = time.time_ns(), 0
+            else:
+                observed = ns
+            item = (ns, observed, _SEVERITY_VALUE.get(level, 0), level, record["message"], attributes,
+                    span_context.trace_id, span_context.span_id, span_context.trace_flags, self._logger)
+            if not processor.submit(item) and self._on_drop is not None:
+                self._on_drop(record["component"])
+            if self._count_created is not None:
+                self._count_created()
+            return
         self._logger.emit(
-            timestamp=record.get("_time_ns"),
-            context=otel_context.get_current(),
+            timestamp=ns,
+            context=ctx,
             severity_number=_SEVERITY.get(level, SeverityNumber.UNSPECIFIED),
             severity_text=level,
             body=record["message"],
             attributes=attributes,
         )
-        return record
 
 
 class RenderJSON:
@@ -262,8 +326,12 @@ def build_processors(
     logger_provider: LoggerProvider | None,
     redactor: Redactor | None = None,
     clock: Callable[[], int] = time.time_ns,
+    *,
+    on_drop: Callable[[str], None] | None = None,
 ) -> list[Callable[..., Any]]:
-    """The processor chain, in order. Without a logger provider nothing is emitted over OTLP."""
+    """The processor chain, in order. Without a logger provider nothing is emitted over OTLP.
+
+    `on_drop(component)` is called for a record the OTLP export queue had no room for."""
     chain: list[Callable[..., Any]] = [
         AddLevel(),
         AddTimestamp(clock),
@@ -272,7 +340,7 @@ def build_processors(
         ShapeRecord(redactor),
     ]
     if logger_provider is not None:
-        chain.append(EmitOTLP(logger_provider))
+        chain.append(EmitOTLP(logger_provider, on_drop=on_drop))
     chain.append(RenderJSON())
     return chain
 
@@ -290,6 +358,125 @@ def make_logger(
         wrapper_class=structlog.make_filtering_bound_logger(min_level),
         cache_logger_on_first_use=True,
     )
+
+
+_STANDARD_CHAIN = (AddLevel, AddTimestamp, AddTraceContext, AddCorrelationId, ShapeRecord, EmitOTLP, RenderJSON)
+_FUSED_TOP_LEVEL = ("timestamp", "level", "component", "message", "correlation_id", "trace_id", "span_id",
+                    "request_id", "session_id", "duration_ms")
+#: structlog's method name for a level number, as the design's level name (`AddLevel`).
+_LEVEL_NAME_BY_NUMBER = {number: _LEVEL_BY_METHOD.get(name) or name.upper() for number, name in LEVEL_TO_NAME.items()}
+_RECORD_FIELDS = ("request_id", "session_id", "duration_ms")
+#: Fields the standard chain treats specially (they change the record): such calls take structlog's path.
+_CHAIN_ONLY_FIELDS = frozenset({"level", "trace_id", "span_id", "event"})
+#: Fields the standard chain neither keeps nor puts in metadata.
+_IGNORED_FIELDS = frozenset({"timestamp", "message"})
+
+
+class LogPipeline:
+    """`Telemetry.log` without structlog's per-call wrapper: the chain's steps fused into one call.
+
+    Used when `processors` is the standard chain (`build_processors`); the record, the JSON line and
+    the OTLP record are exactly the chain's (tests compare them). Anything else (another chain,
+    fields the chain treats specially: `level`, `trace_id`, `span_id`) goes to `logger`, the
+    structlog logger over the same chain and sinks, which users and the stdlib bridge use directly.
+    """
+
+    __slots__ = ("_default_component", "_emit", "_fused", "_min_level", "_on_error", "_redactor", "_sinks",
+                 "_timestamp", "logger")
+
+    def __init__(
+        self,
+        processors: list[Callable[..., Any]],
+        sinks: Iterable[LogSink],
+        min_level: int,
+        on_error: Callable[[str, BaseException], None],
+    ) -> None:
+        self._sinks = tuple(sinks)
+        self._min_level = min_level
+        self._on_error = on_error
+        self.logger = make_logger(processors, self._sinks, min_level, on_error)
+        kinds = tuple(type(p) for p in processors)
+        self._fused = _TOP_LEVEL == _FUSED_TOP_LEVEL and kinds in (
+            _STANDARD_CHAIN, tuple(k for k in _STANDARD_CHAIN if k is not EmitOTLP)
+        )
+        self._timestamp: AddTimestamp = processors[1] if self._fused else AddTimestamp()  # type: ignore[assignment]
+        shape: ShapeRecord = processors[4] if self._fused else ShapeRecord()  # type: ignore[assignment]
+        self._redactor = shape._redactor
+        self._default_component = shape._default_component
+        self._emit: EmitOTLP | None = processors[5] if self._fused and kinds[5] is EmitOTLP else None  # type: ignore[assignment]
+
+    def log(  # noqa: PLR0917 -- positional: this is the hot path
+        self,
+        levelno: int,
+        component: str,
+        message: str,
+        correlation_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        fields: dict[str, Any],
+    ) -> None:
+        if levelno < self._min_level:
+            return
+        level = _LEVEL_NAME_BY_NUMBER[levelno]  # KeyError for a non-standard number, as structlog
+        fused = self._fused
+        extra: dict[str, Any] | None = None
+        if fields and fused:
+            for key, value in fields.items():
+                if key in _RECORD_FIELDS:
+                    continue
+                if key in _CHAIN_ONLY_FIELDS:
+                    fused = False
+                    break
+                if key in _IGNORED_FIELDS or key[0] == "_":
+                    continue
+                if extra is None:
+                    extra = {}
+                extra[key] = value
+        if not fused:
+            self.logger.log(levelno, message, component=component, correlation_id=correlation_id,
+                            metadata=metadata, **fields)
+            return
+        # AddTimestamp
+        stamp = self._timestamp
+        ns = stamp._clock()
+        second, rest = divmod(ns, 1_000_000_000)
+        if second != stamp._last_second:
+            stamp._last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            stamp._last_second = second
+        # ShapeRecord, with AddTraceContext and AddCorrelationId reading one context
+        record: dict[str, Any] = {
+            "timestamp": f"{stamp._last_prefix}.{rest // 1_000_000:03d}Z",
+            "level": level,
+            "component": component or self._default_component,
+            "message": message,
+        }
+        ctx = otel_context.get_current()
+        if correlation_id is None:
+            correlation_id = get_baggage(CORRELATION_BAGGAGE_KEY, ctx)  # type: ignore[assignment]
+        if correlation_id is not None:
+            record["correlation_id"] = correlation_id
+        span_context = trace.get_current_span(ctx).get_span_context()
+        if span_context.is_valid:
+            record["trace_id"] = format(span_context.trace_id, "032x")
+            record["span_id"] = format(span_context.span_id, "016x")
+        if fields:
+            for key in _RECORD_FIELDS:
+                value = fields.get(key)
+                if value is not None:
+                    record[key] = value
+            if extra:
+                metadata = {**metadata, **extra} if metadata else extra
+        if metadata:
+            record["metadata"] = self._redactor.mapping(metadata)
+        # EmitOTLP, RenderJSON, the sinks
+        if self._emit is not None:
+            self._emit.emit(record, ns, ctx, span_context)
+        line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        component = record["component"]
+        for sink in self._sinks:
+            try:
+                sink.write(line, level, component)
+            except Exception as exc:  # a sink must never break the host
+                self._on_error(type(sink).__name__, exc)
 
 
 class StdlibBridgeHandler(logging.Handler):

@@ -4,7 +4,7 @@
 - OTEL_EXPORTER_OTLP_[TRACES_|METRICS_|LOGS_]ENDPOINT / _PROTOCOL / _HEADERS (read by the exporters)
 - OTEL_{TRACES,METRICS,LOGS}_EXPORTER: otlp (default), console, none
 - OTEL_TRACES_SAMPLER[_ARG]: unset keeps every trace; the collector's tail sampling decides
-- OTEL_METRIC_EXPORT_INTERVAL, OTEL_BSP_*, OTEL_BLRP_* (read by the SDK)
+- OTEL_METRIC_EXPORT_INTERVAL, OTEL_BSP_* (read by the SDK), OTEL_BLRP_* (read by the log processor)
 - CLAWDBOT_OTEL_STRICT, CLAWDBOT_OTEL_LOG_LEVEL, CLAWDBOT_OTEL_CAPTURE_CONTENT, CLAWDBOT_OTEL_OUTPUT_DIR
 
 With no endpoint set, telemetry goes to OTLP-JSON files (see `_file_export`) and setup says where.
@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider, set_logger_provider
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExporter
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
@@ -34,7 +34,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from ._facade import Telemetry
-from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter
+from ._file_export import FileMetricExporter, FileSpanExporter
+from ._log_export import QueuedLogRecordProcessor, file_log_exporter, otlp_log_exporter
 from ._logging import LogSink, StdlibBridgeHandler, level_value
 from .conventions import METRICS, Kind
 
@@ -160,18 +161,15 @@ def _metric_exporter(choice: str) -> MetricExporter | None:
 
 
 def _log_exporter(choice: str) -> LogRecordExporter | None:
+    """The exporters for OTLP and files also take pre-encoded batches (`_log_export`)."""
     if choice == "otlp/grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
-
-        return GrpcLogs()
+        return otlp_log_exporter("grpc")
     if choice == "otlp/http":
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
-
-        return HttpLogs()
+        return otlp_log_exporter("http/protobuf")
     if choice == "console":
         return ConsoleLogRecordExporter(out=sys.stderr)
     if choice.startswith("file:"):
-        return FileLogExporter(Path(choice[5:]))
+        return file_log_exporter(Path(choice[5:]))
     return None
 
 
@@ -256,7 +254,7 @@ def setup(
             lp = LoggerProvider(resource=resource, shutdown_on_exit=False)
             log_exporter = _log_exporter(settings.exporters["logs"])
             if log_exporter is not None:
-                lp.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+                lp.add_log_record_processor(QueuedLogRecordProcessor(log_exporter))
             set_logger_provider(lp)
             _Installed.logger_provider = lp
         telemetry.bind(mp, tp, lp, log_sinks)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from opentelemetry.sdk.resources import Resource
@@ -31,7 +31,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from ._facade import Telemetry
-from ._logging import StreamSink
+from ._log_export import QueuedLogRecordProcessor
+from ._logging import LogPipeline, StreamSink, build_processors
 from ._setup import histogram_views
 
 __all__ = ["Capture", "IncrementalIdGenerator", "capture_telemetry"]
@@ -58,6 +59,7 @@ class Capture:
     metrics: InMemoryMetricReader
     logs: InMemoryLogRecordExporter
     log_stream: io.BytesIO
+    log_processor: QueuedLogRecordProcessor | None = None
     _collected: list[Metric] = field(default_factory=list)
 
     def finished_spans(self) -> list[ReadableSpan]:
@@ -87,6 +89,9 @@ class Capture:
         return [orjson.loads(line) for line in self.log_stream.getvalue().splitlines() if line]
 
     def otlp_logs(self) -> list[ReadableLogRecord]:
+        """The OTLP log records exported so far (queued ones are flushed first)."""
+        if self.log_processor is not None:
+            self.log_processor.force_flush()
         return list(self.logs.get_finished_logs())
 
 
@@ -106,7 +111,9 @@ def capture_telemetry(
                                    shutdown_on_exit=False)
     logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    # The facade's queued path, exporting each record at once (SDK records for the in-memory exporter).
+    log_processor = QueuedLogRecordProcessor(logs, synchronous=True)
+    logger_provider.add_log_record_processor(log_processor)
     stream = io.BytesIO()
     telemetry = Telemetry(
         meter_provider=meter_provider, tracer_provider=tracer_provider, logger_provider=logger_provider,
@@ -114,13 +121,13 @@ def capture_telemetry(
         **telemetry_kwargs,
     )
     if clock is not None:
-        from ._logging import build_processors, make_logger
-
-        telemetry.log_processors = build_processors(logger_provider, telemetry.redactor, clock)
-        telemetry._logger = make_logger(telemetry.log_processors, [StreamSink(stream)], telemetry._log_level,
-                                        telemetry._sink_error)
+        telemetry.log_processors = build_processors(logger_provider, telemetry.redactor, clock,
+                                                    on_drop=telemetry._log_dropped)
+        telemetry._log_pipeline = LogPipeline(telemetry.log_processors, [StreamSink(stream)], telemetry._log_level,
+                                              telemetry._sink_error)
+        telemetry._logger = telemetry._log_pipeline.logger
     try:
-        yield Capture(telemetry, spans, reader, logs, stream)
+        yield Capture(telemetry, spans, reader, logs, stream, log_processor)
     finally:
         tracer_provider.shutdown()
         meter_provider.shutdown()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import logging
 import re
+from typing import Any
 
+from opentelemetry.baggage import set_baggage
+from opentelemetry.context import attach, detach
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from clawdbot_otel import StreamSink, Telemetry
-from clawdbot_otel._logging import StdlibBridgeHandler
+from clawdbot_otel._context import CORRELATION_BAGGAGE_KEY
+from clawdbot_otel._logging import StdlibBridgeHandler, level_value
 from clawdbot_otel.testing import capture_telemetry
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -107,3 +111,60 @@ def test_level_filtering_drops_below_the_minimum() -> None:
         cap.telemetry.log("INFO", "gateway", "noise")
         cap.telemetry.log("ERROR", "gateway", "kept")
         assert [r["message"] for r in cap.log_lines()] == ["kept"]
+
+
+def test_the_fast_log_path_writes_exactly_what_the_structlog_chain_writes() -> None:
+    """`Telemetry.log` runs the chain's steps fused; `t.logger.log` runs the chain itself."""
+    calls: list[tuple[str | int, str, str, dict[str, Any]]] = [
+        ("INFO", "gateway", "plain", {}),
+        ("DEBUG", "gateway", "all fields", {"correlation_id": "c-1", "request_id": "r", "session_id": "s",
+                                            "duration_ms": 0, "metadata": {"method": "agent"}}),
+        ("WARN", "", "default component and extras", {"custom": 1, "api_key": "sk-secret", "url": "wss://u:pw@h/",
+                                                      "metadata": {"a": None, "b": [1, {"c": 2}]}}),
+        ("ERROR", "session", "ignored fields", {"timestamp": "x", "_private": 1, "request_id": None}),
+        (50, "spawn", "chain-only fields", {"trace_id": "mine", "span_id": "also mine", "x": object()}),
+        ("INFO", "gateway", "metadata only from extras", {"metadata": {}, "k": "v"}),
+    ]
+    clock = iter([1_795_000_000_123_456_789] * 100).__next__
+    with capture_telemetry(clock=clock) as cap:
+        t = cap.telemetry
+        assert t._log_pipeline._fused
+        token = attach(set_baggage(CORRELATION_BAGGAGE_KEY, "from-baggage"))
+        try:
+            with t.session_span("main"):
+                for level, component, message, fields in calls:
+                    t.log(level, component, message, **fields)
+                for level, component, message, fields in calls:
+                    levelno = level if isinstance(level, int) else level_value(level)
+                    t.logger.log(levelno, message, component=component,
+                                 **{"correlation_id": None, "metadata": None, **fields})
+        finally:
+            detach(token)
+        lines = cap.log_stream.getvalue().splitlines()
+        assert lines[: len(calls)] == lines[len(calls):]
+        assert len(lines) == 2 * len(calls)
+        first, _, third, *_ = cap.log_lines()
+        assert first["correlation_id"] == "from-baggage" and len(first["trace_id"]) == 32
+        assert third["component"] == "app" and third["metadata"]["api_key"] == "[REDACTED]"
+        records = cap.otlp_logs()
+        fused, chain = records[: len(calls)], records[len(calls):]
+        for a, b in zip(fused, chain, strict=True):
+            assert (a.log_record.timestamp, a.log_record.body, a.log_record.severity_number,
+                    a.log_record.severity_text, dict(a.log_record.attributes or {}), a.log_record.trace_id,
+                    a.log_record.span_id, a.log_record.trace_flags) == (
+                b.log_record.timestamp, b.log_record.body, b.log_record.severity_number,
+                b.log_record.severity_text, dict(b.log_record.attributes or {}), b.log_record.trace_id,
+                b.log_record.span_id, b.log_record.trace_flags)
+
+
+def test_a_swapped_logger_is_used_by_log() -> None:
+    with capture_telemetry() as cap:
+        seen: list[tuple[int, str]] = []
+
+        class Spy:
+            def log(self, levelno: int, message: str, **kw: Any) -> None:
+                seen.append((levelno, message))
+
+        cap.telemetry._logger = Spy()
+        cap.telemetry.log("INFO", "gateway", "to the spy")
+        assert seen == [(20, "to the spy")] and cap.log_lines() == []
