@@ -8,6 +8,8 @@ counted in `clawdbot_otel_dropped_total`. Strict mode raises `TelemetryError` in
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import threading
@@ -130,6 +132,10 @@ class _Metric:
     def add_callback(self, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
         self._callbacks.append(callback)
 
+    def remove_callback(self, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
     def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
         observations = [Observation(v, dict(k)) for k, v in list(self._values.items())]
         for callback in list(self._callbacks):
@@ -225,7 +231,9 @@ class Telemetry(TracingMixin):
         self._count("log_queue_full", component)
 
     def _sink_error(self, sink: str, exc: BaseException) -> None:
-        reason = type(exc).__name__
+        # ENOSPC says more than OSError: name the errno when there is one.
+        errno_code = exc.errno if isinstance(exc, OSError) else None
+        reason = errno.errorcode.get(errno_code, type(exc).__name__) if errno_code else type(exc).__name__
         self.dropped[(f"log_sink:{reason}", sink)] += 1
         self.increment("clawdbot_otel_log_write_errors_total", {"sink": sink, "reason": reason})
 
@@ -311,6 +319,12 @@ class Telemetry(TracingMixin):
         metric = self._lookup(name, (Kind.GAUGE,))
         if metric is not None:
             metric.add_callback(callback)
+
+    def unobserve(self, name: str, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
+        """Stop reading a callback registered with `observe` (unknown callbacks are ignored)."""
+        metric = self._metrics.get(name)
+        if metric is not None:
+            metric.remove_callback(callback)
 
     # --- logs -------------------------------------------------------------------------------
     def log(

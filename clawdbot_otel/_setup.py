@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from ._facade import Telemetry
 from ._file_export import FileMetricExporter, FileSpanExporter
 from ._log_export import QueuedLogRecordProcessor, file_log_exporter, otlp_log_exporter
-from ._logging import LogSink, StdlibBridgeHandler, level_value
+from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
 from .conventions import METRICS, Kind
 
 __all__ = ["Settings", "histogram_views", "setup", "shutdown"]
@@ -68,6 +68,8 @@ class Settings:
     environment: str
     strict: bool
     log_level: str
+    log_files: bool
+    """Also write per-level log files (CLAWDBOT_OTEL_LOG_FILES=1, or CLAWDBOT_OTEL_LOG_DIR set)."""
     capture_content: bool
     disabled: bool
     exporters: dict[str, str]
@@ -111,6 +113,7 @@ class Settings:
             environment=environment,
             strict=strict,
             log_level=env.get("CLAWDBOT_OTEL_LOG_LEVEL") or ("DEBUG" if development else "INFO"),
+            log_files=env.get("CLAWDBOT_OTEL_LOG_FILES", "").lower() in _TRUE or bool(env.get("CLAWDBOT_OTEL_LOG_DIR")),
             capture_content=env.get("CLAWDBOT_OTEL_CAPTURE_CONTENT", "").lower() in _TRUE,
             disabled=env.get("OTEL_SDK_DISABLED", "").lower() in _TRUE,
             exporters=exporters,
@@ -212,6 +215,10 @@ def setup(
     record is exported twice.
     """
     settings = Settings.from_env(env, service_name)
+    if log_sinks is None and settings.log_files:
+        from .logfiles import LevelFileSink
+
+        log_sinks = [StreamSink(), LevelFileSink()]
     with _Installed.lock:
         telemetry.strict = settings.strict
         telemetry.capture_content = settings.capture_content

@@ -115,15 +115,17 @@ def capture_telemetry(
     log_processor = QueuedLogRecordProcessor(logs, synchronous=True)
     logger_provider.add_log_record_processor(log_processor)
     stream = io.BytesIO()
+    # The captured stream comes first; sinks under test (e.g. LevelFileSink) are added after it.
+    sinks = [StreamSink(stream), *telemetry_kwargs.pop("log_sinks", ())]
     telemetry = Telemetry(
         meter_provider=meter_provider, tracer_provider=tracer_provider, logger_provider=logger_provider,
-        strict=strict, log_sinks=[StreamSink(stream)], log_level=telemetry_kwargs.pop("log_level", "DEBUG"),
+        strict=strict, log_sinks=sinks, log_level=telemetry_kwargs.pop("log_level", "DEBUG"),
         **telemetry_kwargs,
     )
     if clock is not None:
         telemetry.log_processors = build_processors(logger_provider, telemetry.redactor, clock,
                                                     on_drop=telemetry._log_dropped)
-        telemetry._log_pipeline = LogPipeline(telemetry.log_processors, [StreamSink(stream)], telemetry._log_level,
+        telemetry._log_pipeline = LogPipeline(telemetry.log_processors, sinks, telemetry._log_level,
                                               telemetry._sink_error)
         telemetry._logger = telemetry._log_pipeline.logger
     try:

@@ -137,3 +137,16 @@ def test_a_failing_gauge_callback_is_counted_and_does_not_hide_other_values() ->
         assert [p.value for p in collected["resource.disk.free"].data.data_points] == [5.0]
         dropped = collected["clawdbot_otel.dropped"].data.data_points
         assert [(p.attributes["reason"], p.value) for p in dropped] == [("callback_error", 1)]
+
+
+def test_unobserve_stops_reading_a_callback() -> None:
+    with capture_telemetry() as cap:
+        t = cap.telemetry
+
+        def depth() -> list[tuple[float, None]]:
+            return [(7.0, None)]
+
+        t.observe("spawn_queue_depth", depth)
+        assert [p.value for p in cap.metric_points("spawn.queue.depth")] == [7.0]
+        t.unobserve("spawn_queue_depth", depth)
+        assert cap.metric_points("spawn.queue.depth") == []

@@ -161,3 +161,24 @@ def test_under_opentelemetry_instrument_existing_providers_are_reused(tmp_path: 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["['execute_tool read']", "0"]
     assert "reusing the global tracer provider" in proc.stderr
+
+
+def test_log_files_are_opt_in_and_follow_the_retention_layout(tmp_path: Path) -> None:
+    code = """
+    import clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+    telemetry.log("INFO", "gateway", "to a file")
+    telemetry.log("ERROR", "gateway", "an error")
+    telemetry.shutdown()
+    """
+    logs = tmp_path / "logs"
+    proc = _run(code, {"CLAWDBOT_OTEL_LOG_DIR": str(logs)}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = [json.loads(x) for f in (logs / "info").glob("*.log") for x in f.read_text().splitlines()]
+    errors = [json.loads(x) for f in (logs / "error").glob("*.log") for x in f.read_text().splitlines()]
+    assert [r["message"] for r in info] == ["to a file"]
+    assert [r["message"] for r in errors] == ["an error"]
+    assert "to a file" in proc.stderr  # stderr keeps its copy
+    (tmp_path / "other").mkdir()
+    plain = _run(code, {"HOME": str(tmp_path / "other")}, tmp_path)
+    assert plain.returncode == 0 and not any((tmp_path / "other").rglob("*.log"))

@@ -46,8 +46,8 @@ def test_a_full_disk_sends_the_line_to_stderr_and_counts_it(tmp_path: Path, cloc
     with telemetry_with(sink) as cap:
         cap.telemetry.log("INFO", "gateway", "Request completed", request_id="req-001")
         cap.telemetry.log("ERROR", "gateway", "still filed")  # other destinations are unaffected
-        assert errors(cap) == {("LevelFileSink", "OSError"): 1}
-        assert cap.telemetry.dropped[("log_sink:OSError", "LevelFileSink")] == 1
+        assert errors(cap) == {("LevelFileSink", "ENOSPC"): 1}
+        assert cap.telemetry.dropped[("log_sink:ENOSPC", "LevelFileSink")] == 1
     sink.close()
     [record] = [orjson.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
     assert record["message"] == "Request completed"
@@ -66,10 +66,10 @@ def test_a_log_folder_replaced_by_a_file_degrades_and_recovers(tmp_path: Path, c
         root.write_bytes(b"not a folder")
         cap.telemetry.log("INFO", "gateway", "two")  # must not raise
         cap.telemetry.log("INFO", "gateway", "three")
-        assert errors(cap) == {("LevelFileSink", "NotADirectoryError"): 2}
+        assert errors(cap) == {("LevelFileSink", "ENOTDIR"): 2}
         root.unlink()
         cap.telemetry.log("INFO", "gateway", "four")  # the folder is back: files again
-        assert errors(cap) == {("LevelFileSink", "NotADirectoryError"): 2}
+        assert errors(cap) == {("LevelFileSink", "ENOTDIR"): 2}
     sink.close()
     assert [orjson.loads(x)["message"] for x in fallback.getvalue().splitlines()] == ["two", "three"]
     assert [orjson.loads(x)["message"] for x in (tmp_path / "moved" / "info" / "info.log").read_bytes().splitlines()] \
