@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
                                  "calls, failures, spawns, inbox messages, cron and session queries.")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds of load (default %(default)s)")
     demo.add_argument("--gateway", default=f"ws://127.0.0.1:{DEFAULT_PORT}", help="gateway URL (default %(default)s)")
+    demo.add_argument("--embedded", action="store_true",
+                      help="start an instrumented embedded gateway in this process (free port, temporary "
+                      "workspace, telemetry from OTEL_* variables) and drive it: the whole job in one command")
     demo.add_argument("--token", default=os.environ.get("OPENCLAW_GATEWAY_TOKEN"), help="gateway token")
     demo.add_argument("--concurrency", type=int, default=4, help="parallel clients (default %(default)s)")
     demo.add_argument("--seed", type=int, default=None, help="seed for a repeatable mix")
@@ -93,9 +96,36 @@ def _gateway(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
+    async def embedded() -> Any:
+        import tempfile
+
+        import clawdbot_otel
+
+        from ._server import GatewayServer
+
+        clawdbot_otel.setup()
+        with tempfile.TemporaryDirectory(prefix="clawdbot-otel-demo-") as workspace:
+            server = GatewayServer(clawdbot_otel.get_telemetry(), port=0, workspace=workspace, token=args.token,
+                                   time_scale=0.2, heartbeat_stale_after_s=5.0)
+            await server.start()
+            sys.stderr.write(f"clawdbot-otel demo: embedded gateway on {server.url}, workspace {workspace}\n")
+            try:
+                return await run_demo(server.url, token=args.token, duration_s=args.duration,
+                                      concurrency=args.concurrency, seed=args.seed)
+            finally:
+                await server.stop()
+
     try:
-        stats = asyncio.run(run_demo(args.gateway, token=args.token, duration_s=args.duration,
-                                     concurrency=args.concurrency, seed=args.seed))
+        if args.embedded:
+            import clawdbot_otel
+
+            try:
+                stats = asyncio.run(embedded())
+            finally:
+                clawdbot_otel.shutdown()
+        else:
+            stats = asyncio.run(run_demo(args.gateway, token=args.token, duration_s=args.duration,
+                                         concurrency=args.concurrency, seed=args.seed))
     except ConnectionError as exc:
         sys.stderr.write(f"clawdbot-otel demo: {exc}\n")
         return 1

@@ -53,3 +53,23 @@ async def test_demo_reaches_every_collection_point(tmp_path: Path) -> None:
         assert name in names, name
     categories = {str(s.attributes.get("clawdbot.span.category")) for s in cap.finished_spans()}
     assert {"request", "session", "model_call", "tool_call", "spawn", "message", "validation", "job"} <= categories
+
+
+def test_demo_embedded_is_the_whole_job_in_one_command(tmp_path: Path) -> None:
+    """The README's first command: no gateway, no collector, telemetry lands in local files."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAWDBOT_OTEL_"))}
+    env["CLAWDBOT_OTEL_OUTPUT_DIR"] = str(tmp_path / "out")
+    proc = subprocess.run([sys.executable, "-m", "clawdbot_otel.cli", "demo", "--embedded", "--duration", "4",
+                           "--seed", "3"], env=env, capture_output=True, text=True, timeout=80, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(tmp_path / "out") in proc.stderr  # it says where the telemetry went
+    spans = [s for line in (tmp_path / "out" / "traces.jsonl").read_text().splitlines()
+             for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    categories = {a["value"]["stringValue"] for s in spans for a in s["attributes"]
+                  if a["key"] == "clawdbot.span.category"}
+    assert {"request", "session", "tool_call"} <= categories
