@@ -17,13 +17,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry._logs import LoggerProvider, get_logger_provider
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
-from ._spans import SpanScope, TracingMixin
+from ._spans import SpanHandle, SpanScope, TracingMixin
 from .conventions import METRICS, OTHER, SELF_METRICS, Kind, MetricSpec, nearest
 
 __all__ = ["Telemetry", "TelemetryError"]
@@ -75,7 +76,10 @@ class _Metric:
                 name, unit, desc, explicit_bucket_boundaries_advisory=list(spec.buckets) or None
             ).record
         else:
-            meter.create_observable_gauge(name, [self._observe], unit, desc)
+            # The callback finds the gauge by name at each collection, not this object: the SDK keeps the
+            # first callback registered under a name (e.g. through the global proxy before setup()), so
+            # after a rebind it must still reach the current instance's values and callbacks.
+            meter.create_observable_gauge(name, [owner._gauge_callback(spec.name)], unit, desc)
 
     # --- labels ------------------------------------------------------------------------------
     def labels(self, labels: Labels) -> Labels | None:
@@ -211,6 +215,12 @@ class Telemetry(TracingMixin):
         self._log_pipeline = LogPipeline(self.log_processors, self._log_sinks, self._log_level, self._sink_error)
         self._logger = self._log_pipeline.logger
 
+    def _gauge_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return self._metrics[name]._observe(options)
+
+        return observe
+
     # --- self-telemetry ---------------------------------------------------------------------
     def _count(self, reason: str, metric: str) -> None:
         self.dropped[(reason, metric)] += 1
@@ -335,13 +345,22 @@ class Telemetry(TracingMixin):
         *,
         correlation_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        span: SpanHandle | None = None,
         **fields: Any,
     ) -> None:
         """One structured log record: JSON line to the sinks and an OTLP log record.
 
         `fields` may set the record's other fields (request_id, session_id, duration_ms); anything
-        else lands in `metadata`.
+        else lands in `metadata`. `span` logs in that span's context when it is not the current one
+        (a span started with `.start()` and ended elsewhere, as the frame observer does).
         """
+        if span is not None:
+            token = otel_context.attach(trace.set_span_in_context(span.span))
+            try:
+                self.log(level, component, message, correlation_id=correlation_id, metadata=metadata, **fields)
+            finally:
+                otel_context.detach(token)
+            return
         try:
             levelno = level if isinstance(level, int) else level_value(level)
             pipeline = self._log_pipeline

@@ -12,6 +12,7 @@ import orjson
 from .conventions import catalogue_dict, catalogue_markdown
 from .gateway import register as register_gateway
 from .logfiles._cli import register as register_logs
+from .stack import register as register_stack
 
 __all__ = ["main"]
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Subcommands that live with their subsystem register themselves.
     register_gateway(sub)
     register_logs(sub)
+    register_stack(sub)
     return parser
 
 

@@ -761,7 +761,7 @@ class FrameObserver:
         tel.log(
             "INFO" if status is None and run.error_message is None else "WARN", "session",
             "Session completed" if status is None and run.error_message is None else "Session failed",
-            session_id=run.session_key, duration_ms=round(duration_s * 1000, 3),
+            session_id=run.session_key, duration_ms=round(duration_s * 1000, 3), span=session,
             metadata={"run_id": run.id, "model": run.model, "type": run.type, "tokens": int(total),
                       "cost_usd": run.cost_usd, "status": status or ("failure" if run.error_message else "success"),
                       "error": run.error_message},

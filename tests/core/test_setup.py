@@ -182,3 +182,21 @@ def test_log_files_are_opt_in_and_follow_the_retention_layout(tmp_path: Path) ->
     (tmp_path / "other").mkdir()
     plain = _run(code, {"HOME": str(tmp_path / "other")}, tmp_path)
     assert plain.returncode == 0 and not any((tmp_path / "other").rglob("*.log"))
+
+
+def test_gauges_work_when_the_default_instance_was_created_before_setup(tmp_path: Path) -> None:
+    """The module-level instance exists at import (bound to the global proxy); setup() rebinds it. The SDK
+    keeps the first observable-gauge callback per name, so gauges must survive the rebind."""
+    code = """
+    import clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+    telemetry.gauge("spawn_queue_depth", 4)
+    telemetry.observe("resource_disk_free_bytes", lambda: [(123.0, {"path": "/data"})])
+    telemetry.shutdown()
+    """
+    proc = _run(code, {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    points = {m["name"]: m["gauge"]["dataPoints"][0] for b in _lines(tmp_path / "telemetry" / "metrics.jsonl")
+              for rm in b["resourceMetrics"] for sm in rm["scopeMetrics"] for m in sm["metrics"] if "gauge" in m}
+    assert float(points["spawn.queue.depth"].get("asDouble", points["spawn.queue.depth"].get("asInt"))) == 4
+    assert points["resource.disk.free"]["asDouble"] == 123.0

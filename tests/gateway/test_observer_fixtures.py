@@ -256,3 +256,16 @@ def test_unanswered_requests_expire(cap: Capture) -> None:
     assert _points(cap, "gateway.requests") == {(("method", "health"), ("status", "timeout")): 1}
     (span,) = cap.spans_by_category("request")
     assert span.attributes["clawdbot.status"] == "timeout"
+
+
+def test_session_logs_carry_the_session_spans_ids(cap: Capture) -> None:
+    """A log about a run is findable from its trace (Loki -> Jaeger) even though the observer is not
+    inside the span when it logs."""
+    observer = FrameObserver(cap.telemetry)
+    replay(observer, "agent-turn-plain.jsonl")
+    sessions = {format(s.context.span_id, "016x"): format(s.context.trace_id, "032x")
+                for s in cap.spans_by_category("session")}
+    logged = [r for r in cap.log_lines() if r["message"] in ("Session completed", "Session failed")]
+    assert len(logged) == 2
+    for record in logged:
+        assert sessions[record["span_id"]] == record["trace_id"]

@@ -1,0 +1,49 @@
+"""The native observability stack: build it, start it, check it, stop it.
+
+    from clawdbot_otel.stack import build_all, up, down
+    binaries = build_all()                # cached under ~/.cache/clawdbot-otel
+    stack = up(binaries=binaries)         # all servers ready on 127.0.0.1
+    print(stack.jaeger_url)
+    down()
+
+The command line is `clawdbot-otel stack build|up|down|status` (`register` adds it to a parser).
+"""
+
+from __future__ import annotations
+
+from ._build import Binaries, StackError, build_all, cache_dir, find_binaries, repo_root
+from ._cli import register
+from ._launch import Ports, ServerStatus, StackInfo, collector_env, down, info, stack_dir, status, up
+from ._versions import (
+    ALERTMANAGER_VERSION,
+    COLLECTOR_VERSION,
+    JAEGER_MODULE_VERSION,
+    JAEGER_VERSION,
+    LOKI_VERSION,
+    PROMETHEUS_VERSION,
+)
+
+__all__ = [
+    "ALERTMANAGER_VERSION",
+    "COLLECTOR_VERSION",
+    "JAEGER_MODULE_VERSION",
+    "JAEGER_VERSION",
+    "LOKI_VERSION",
+    "PROMETHEUS_VERSION",
+    "Binaries",
+    "Ports",
+    "ServerStatus",
+    "StackError",
+    "StackInfo",
+    "build_all",
+    "cache_dir",
+    "collector_env",
+    "down",
+    "find_binaries",
+    "info",
+    "register",
+    "repo_root",
+    "stack_dir",
+    "status",
+    "up",
+]

@@ -1,0 +1,113 @@
+"""`clawdbot-otel stack build|up|down|status`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._build import StackError, build_all
+from ._launch import PORT_OFFSET_ENV, STACK_DIR_ENV, Ports, down, info, status, up
+
+__all__ = ["register"]
+
+
+def _ports(args: argparse.Namespace) -> Ports:
+    return Ports.from_env(offset=args.port_offset)
+
+
+def _build(args: argparse.Namespace) -> int:
+    build_all(force=args.force)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    binaries = None if args.no_build else build_all()
+    stack = up(root=args.stack_dir, ports=_ports(args), binaries=binaries, timeout=args.timeout)
+    print(f"stack up in {time.monotonic() - started:.1f}s; state and logs in {stack.stack_dir}")
+    width = max(len(k) for k in stack.urls())
+    for name, url in stack.urls().items():
+        print(f"  {name:<{width}}  {url}")
+    print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT={stack.otlp_grpc_endpoint}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    down(args.stack_dir)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    servers = status(args.stack_dir)
+    if not servers:
+        print("stack: not running (no state recorded; `clawdbot-otel stack up` starts it)")
+        return 3
+    width = max(len(s.name) for s in servers)
+    for s in servers:
+        state = "healthy" if s.healthy else ("running, NOT ready" if s.running else "stopped")
+        print(f"  {s.name:<{width}}  pid {s.pid:<7}  {state:<18}  {s.detail}")
+    current = info(args.stack_dir)
+    if current is not None and all(s.healthy for s in servers):
+        for name, url in current.urls().items():
+            print(f"  {name}: {url}")
+    return 0 if all(s.healthy for s in servers) else 1
+
+
+def _wrap(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except StackError as exc:
+            print(f"clawdbot-otel stack {args.stack_command}: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `stack` subcommand (build, up, down, status) to the clawdbot-otel parser."""
+    stack = subparsers.add_parser(
+        "stack",
+        help="build and run the observability stack natively (collector, Jaeger, Prometheus, Loki, Alertmanager)",
+        description="Native observability stack on 127.0.0.1: OTel Collector (tail sampling) -> Jaeger v2, "
+        "Prometheus, Loki; plus Alertmanager. Binaries are cached in $CLAWDBOT_OTEL_CACHE "
+        "(default ~/.cache/clawdbot-otel).",
+    )
+    sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser, ports: bool) -> None:
+        p.add_argument(
+            "--stack-dir",
+            type=Path,
+            default=None,
+            help=f"state/data/log directory (default ${STACK_DIR_ENV} or <cache>/stack)",
+        )
+        if ports:
+            p.add_argument(
+                "--port-offset",
+                type=int,
+                default=None,
+                help=f"shift every port by N (default ${PORT_OFFSET_ENV} or 0); single ports: "
+                "$CLAWDBOT_OTEL_PORT_<NAME>, e.g. CLAWDBOT_OTEL_PORT_PROMETHEUS=19090",
+            )
+
+    p_build = sub.add_parser("build", help="build/install every server into the cache (no-op when cached)")
+    p_build.add_argument("--force", action="store_true", help="rebuild even if cached binaries are current")
+    p_build.set_defaults(func=_wrap(_build))
+
+    p_up = sub.add_parser("up", help="start all servers, wait until ready, print the URLs")
+    common(p_up, ports=True)
+    p_up.add_argument("--no-build", action="store_true", help="do not run `stack build` first")
+    p_up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
+    p_up.set_defaults(func=_wrap(_up))
+
+    p_down = sub.add_parser("down", help="stop the servers `stack up` started")
+    common(p_down, ports=False)
+    p_down.set_defaults(func=_wrap(_down))
+
+    p_status = sub.add_parser("status", help="health of each server (exit 0 all healthy, 1 not, 3 not running)")
+    common(p_status, ports=False)
+    p_status.set_defaults(func=_wrap(_status))

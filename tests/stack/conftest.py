@@ -1,0 +1,191 @@
+"""Session fixtures for the end-to-end stack tests.
+
+`stack` builds the servers (reusing the cache, so seconds when built; the first build takes long) and
+starts the whole native stack on a shifted port set with its own temporary state/data directory, so it
+never clashes with a stack the user runs on the default ports. It FAILS (never skips) when the stack
+cannot be built or started.
+
+Environment:
+  CLAWDBOT_OTEL_TEST_PORT_OFFSET  port shift of the test stack (default 20000: 4317 -> 24317, ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clawdbot_otel.stack import (
+    Binaries,
+    Ports,
+    StackError,
+    StackInfo,
+    build_all,
+    collector_env,
+    down,
+    repo_root,
+    up,
+)
+
+TEST_PORT_OFFSET = int(os.environ.get("CLAWDBOT_OTEL_TEST_PORT_OFFSET", "20000"))
+# Short tail-sampling wait for the tests (production default: 10s).
+DECISION_WAIT_S = 2.0
+SAMPLING_PERCENTAGE = 10.0
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def http_json(
+    url: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
+    """GET a JSON API; (status, parsed body or None). Connection errors propagate."""
+    if params:
+        url = f"{url}?{urllib.parse.urlencode(params)}"
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"null")
+        except ValueError:
+            return exc.code, body.decode(errors="replace")
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
+    """Poll `predicate()` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningStack:
+    info: StackInfo
+    binaries: Binaries
+    decision_wait_s: float
+    sampling_percentage: float
+
+    @property
+    def ports(self) -> Ports:
+        return self.info.ports
+
+    @property
+    def otlp_grpc(self) -> str:
+        return self.info.otlp_grpc_endpoint
+
+    @property
+    def jaeger(self) -> str:
+        return self.info.jaeger_url
+
+    @property
+    def prometheus(self) -> str:
+        return self.info.prometheus_url
+
+    @property
+    def loki(self) -> str:
+        return self.info.loki_url
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    root = tmp_path_factory.mktemp("stack")
+    try:
+        binaries = build_all(progress=_progress)
+        info = up(
+            root=root,
+            ports=Ports().shifted(TEST_PORT_OFFSET),
+            binaries=binaries,
+            collector_extra_env={
+                "CLAWDBOT_OTEL_SAMPLING_PERCENTAGE": str(SAMPLING_PERCENTAGE),
+                "CLAWDBOT_OTEL_DECISION_WAIT": f"{DECISION_WAIT_S}s",
+            },
+            timeout=180,
+            progress=_progress,
+        )
+    except StackError as exc:
+        pytest.fail(f"the observability stack could not be started: {exc}", pytrace=False)
+    try:
+        yield RunningStack(info, binaries, DECISION_WAIT_S, SAMPLING_PERCENTAGE)
+    finally:
+        down(root, progress=_progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraCollector:
+    otlp_grpc: str
+    sampling_percentage: float
+
+
+@pytest.fixture(scope="session")
+def collector_keep_all(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtraCollector]:
+    """A second collector (same config file, sampling percentage 100) on its own ports, in front of the
+    same Jaeger/Prometheus/Loki."""
+    shift = stack.ports.shifted(100)
+    log = tmp_path_factory.mktemp("collector100") / "otel-collector.log"
+    env = {
+        **os.environ,
+        **collector_env(
+            stack.ports,
+            otlp_grpc=shift.otlp_grpc,
+            otlp_http=shift.otlp_http,
+            health=shift.collector_health,
+            metrics=shift.collector_metrics,
+        ),
+        "CLAWDBOT_OTEL_SAMPLING_PERCENTAGE": "100",
+        "CLAWDBOT_OTEL_DECISION_WAIT": f"{DECISION_WAIT_S}s",
+    }
+    config = repo_root() / "otel-collector" / "config.yaml"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(stack.binaries.collector), "--config", str(config)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        health = f"http://127.0.0.1:{shift.collector_health}/"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"second collector exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                return http_json(health, timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, 60, 0.2, "the 100% collector to become healthy")
+        yield ExtraCollector(f"http://127.0.0.1:{shift.otlp_grpc}", 100.0)
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return repo_root()

@@ -1,0 +1,219 @@
+"""The user's workflow end to end: OTEL_* variables, `clawdbot-otel gateway`, `clawdbot-otel demo`, then
+every catalogue metric in Prometheus, connected traces in Jaeger, logs in Loki, dashboards with data.
+
+The gateway sends to a collector whose sampling percentage is 100, so every trace is there to inspect
+(sampling itself is tested in test_sampling.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from clawdbot_otel.conventions import METRICS, Kind
+from clawdbot_otel.dashboards import DASHBOARDS, dashboard_json
+
+from .conftest import ExtraCollector, RunningStack, http_json, wait_for
+
+pytestmark = pytest.mark.stack
+
+DEMO_SECONDS = 25
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    service: str
+    gateway_log: str
+    demo_output: str
+    ended_at: float
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo_run(stack: RunningStack, collector_keep_all: ExtraCollector, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[DemoRun]:
+    tmp = tmp_path_factory.mktemp("e2e-gateway")
+    service = f"clawdbot-e2e-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAWDBOT_OTEL_"))}
+    env.update({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector_keep_all.otlp_grpc,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=production",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        "CLAWDBOT_OTEL_OUTPUT_DIR": str(tmp / "unused"),
+    })
+    cli = [sys.executable, "-m", "clawdbot_otel.cli"]
+    log_path = tmp / "gateway.log"
+    with log_path.open("wb") as log:
+        gateway = subprocess.Popen(
+            [*cli, "gateway", "--port", str(port), "--workspace", str(tmp / "clawd"), "--token", "e2e",
+             "--time-scale", "0.05", "--heartbeat-stale-after", "2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            if gateway.poll() is not None:
+                pytest.fail(f"gateway exited ({gateway.returncode}):\n{log_path.read_text()[-3000:]}")
+            return b"listening on" in log_path.read_bytes()
+
+        wait_for(listening, 60, 0.2, "the gateway to listen")
+        demo = subprocess.run(
+            [*cli, "demo", "--duration", str(DEMO_SECONDS), "--gateway", f"ws://127.0.0.1:{port}", "--token", "e2e",
+             "--seed", "7"], env=env, capture_output=True, text=True, timeout=DEMO_SECONDS + 120, check=False)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        ended_at = time.time()
+        time.sleep(3)  # let watchers, gauges and the last export interval see the demo's end
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        try:
+            gateway.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
+    yield DemoRun(service, log_path.read_text(), demo.stdout + demo.stderr, ended_at)
+
+
+def _query(stack: RunningStack, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+    status, body = http_json(f"{stack.prometheus}/api/v1/query", params)
+    assert status == 200, body
+    return list(body["data"]["result"])
+
+
+def _series_name(spec: Any) -> str:
+    return f"{spec.prometheus_name}_bucket" if spec.kind is Kind.HISTOGRAM else spec.prometheus_name
+
+
+def test_every_catalogue_metric_has_series_with_its_labels(stack: RunningStack, demo_run: DemoRun) -> None:
+    def missing() -> list[str]:
+        return [m.name for m in METRICS if not _query(stack, f'{_series_name(m)}{{job="{demo_run.service}"}}')]
+
+    last: list[str] = []
+
+    def all_there() -> bool:
+        nonlocal last
+        last = missing()
+        return not last
+
+    deadline = time.monotonic() + 60
+    while not all_there() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not last, f"no series in Prometheus for {last}\n--- demo:\n{demo_run.demo_output[-2000:]}"
+    for spec in METRICS:
+        series = _query(stack, f'{_series_name(spec)}{{job="{demo_run.service}"}}')
+        keys = set().union(*(s["metric"] for s in series))
+        assert set(spec.label_names) <= keys, (spec.name, sorted(keys))
+    # The gateway emitted nothing outside the catalogue.
+    bad = _query(stack, f'clawdbot_otel_dropped_total{{job="{demo_run.service}",'
+                        f'reason=~"unknown_metric|unknown_label|wrong_kind|unknown_attribute|unknown_span_category"}}')
+    assert bad == []
+
+
+def _jaeger_spans(stack: RunningStack, service: str) -> list[dict[str, Any]]:
+    status, body = http_json(f"{stack.jaeger}/api/traces", {"service": service, "limit": 2000, "lookback": "1h"},
+                             timeout=30)
+    assert status == 200, body
+    spans = []
+    for trace in body["data"] or []:
+        for span in trace["spans"]:
+            span["tags_map"] = {t["key"]: t["value"] for t in span["tags"]}
+            spans.append(span)
+    return spans
+
+
+def test_jaeger_holds_connected_traces_with_every_span_category(stack: RunningStack, demo_run: DemoRun) -> None:
+    categories = {"request", "session", "tool_call", "spawn", "message", "validation"}
+
+    def spans_with_all_categories() -> list[dict[str, Any]]:
+        spans = _jaeger_spans(stack, demo_run.service)
+        present = {s["tags_map"].get("clawdbot.span.category") for s in spans}
+        return spans if categories <= present else []
+
+    spans = wait_for(spans_with_all_categories, 90, 2, "all six span categories in Jaeger")
+    by_id = {(s["traceID"], s["spanID"]): s for s in spans}
+
+    def parent(span: dict[str, Any]) -> dict[str, Any] | None:
+        for ref in span.get("references") or []:
+            if ref["refType"] == "CHILD_OF":
+                return by_id.get((ref["traceID"], ref["spanID"]))
+        return None
+
+    def category(span: dict[str, Any] | None) -> str | None:
+        return None if span is None else span["tags_map"].get("clawdbot.span.category")
+
+    tools = [s for s in spans if category(s) == "tool_call"]
+    connected = [t for t in tools if category(parent(t)) == "session" and category(parent(parent(t))) == "request"]
+    assert connected, "no tool_call span whose parent is a session span whose parent is a request span"
+    tool = connected[0]
+    session = parent(tool)
+    request = parent(session)
+    assert tool["traceID"] == session["traceID"] == request["traceID"]
+    assert {"gen_ai.tool.name", "gen_ai.tool.call.id"} <= set(tool["tags_map"])
+    assert tool["tags_map"]["gen_ai.operation.name"] == "execute_tool"
+    assert session["tags_map"]["gen_ai.operation.name"] == "invoke_agent"
+    assert {"gen_ai.agent.name", "gen_ai.request.model", "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens"} <= set(session["tags_map"])
+    assert request["tags_map"]["rpc.method"] == "agent"
+    required = {
+        "spawn": {"clawdbot.spawn.label", "clawdbot.spawn.model", "clawdbot.spawn.task_summary"},
+        "message": {"clawdbot.message.from", "clawdbot.message.to", "clawdbot.message.type"},
+        "validation": {"clawdbot.validation.layer", "clawdbot.validation.result"},
+    }
+    for cat, keys in required.items():
+        found = [s for s in spans if category(s) == cat and keys <= set(s["tags_map"])]
+        assert found, f"no {cat} span with {sorted(keys)}"
+    errors = [s for s in spans if s["tags_map"].get("otel.status_code") == "ERROR"]
+    assert errors, "the demo's failing tools and model errors should leave error spans"
+
+
+def test_logs_reach_loki_with_trace_ids_that_resolve_in_jaeger(stack: RunningStack, demo_run: DemoRun) -> None:
+    now_ns = time.time_ns()
+
+    def lines() -> list[tuple[dict[str, str], str]]:
+        status, body = http_json(f"{stack.loki}/loki/api/v1/query_range", {
+            "query": f'{{service_name="{demo_run.service}"}} | trace_id != ""',
+            "start": str(now_ns - 3600 * 10**9), "end": str(now_ns + 60 * 10**9), "limit": 200})
+        assert status == 200, body
+        return [(stream["stream"], value[1]) for stream in body["data"]["result"] for value in stream["values"]]
+
+    found = wait_for(lines, 60, 2, "gateway logs with trace ids in Loki")
+    labels, _line = found[0]
+    assert labels["service_name"] == demo_run.service
+    trace_id = labels["trace_id"]
+    status, body = http_json(f"{stack.jaeger}/api/traces/{trace_id}")
+    assert status == 200 and body["data"], f"trace {trace_id} from Loki not in Jaeger"
+
+
+def test_every_dashboard_panel_has_data_after_the_demo(stack: RunningStack, demo_run: DemoRun) -> None:
+    # Empty is the healthy state of the Alerts view (nothing firing, nothing dropped); recording rules
+    # are evaluated once a minute and may not have run yet.
+    empty = []
+    for d in DASHBOARDS:
+        if d.uid == "clawdbot-alerts":
+            continue
+        for panel in dashboard_json(d)["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                if expr.startswith("clawdbot:") or expr == "spawn_queue_wait_p99":
+                    continue
+                if not _query(stack, expr, at=demo_run.ended_at):  # rates over the demo's last minute
+                    empty.append(f"{d.title} / {panel['title']}: {expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
