@@ -13,6 +13,7 @@ import errno
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
 from ._spans import SpanHandle, SpanScope, TracingMixin
-from .conventions import METRICS, OTHER, SELF_METRICS, Kind, MetricSpec, nearest
+from .conventions import LOG_CATEGORIES, METRICS, OTHER, SELF_METRICS, Kind, MetricSpec, nearest
 
 __all__ = ["Telemetry", "TelemetryError"]
 
@@ -36,6 +37,11 @@ Labels = Mapping[str, Any]
 
 class TelemetryError(ValueError):
     """A name, label or value outside the catalogue (raised in strict mode only)."""
+
+
+def _known_component(component: str) -> str:
+    """A log category for the self-metric's `metric` label: free-form components would be unbounded."""
+    return component if component in LOG_CATEGORIES else OTHER
 
 
 def _describe_labels(spec: MetricSpec) -> str:
@@ -51,7 +57,8 @@ def _describe_labels(spec: MetricSpec) -> str:
 class _Metric:
     """A catalogue metric bound to its instrument, with the label check on the fast path."""
 
-    __slots__ = ("_allowed", "_callbacks", "_lock", "_owner", "_values", "add", "record", "spec")
+    __slots__ = ("_allowed", "_callbacks", "_combinations", "_free", "_lock", "_owner", "_values", "add", "record",
+                 "spec")
 
     def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter) -> None:
         self.spec = spec
@@ -62,6 +69,10 @@ class _Metric:
         self._allowed: dict[str, set[str] | frozenset[str]] = {
             label.name: (label.values if label.enumerated else {OTHER}) for label in spec.labels
         }
+        # With two or more free-form labels the per-label caps still multiply (100 x 100 agent pairs):
+        # such metrics also cap their distinct label sets.
+        self._free = frozenset(label.name for label in spec.labels if not label.enumerated)
+        self._combinations: set[frozenset[tuple[str, Any]]] | None = set() if len(self._free) > 1 else None
         self._values: dict[tuple[tuple[str, Any], ...], float] = {}
         self._callbacks: list[Callable[[], Iterable[tuple[float, Labels | None]]]] = []
         self.add: Callable[..., None] | None = None
@@ -88,10 +99,27 @@ class _Metric:
         for key, value in labels.items():
             values = allowed.get(key)
             if values is None or value not in values:
-                return self._fix(labels)
+                labels = self._fix(labels)
+                break
+        if self._combinations is not None:
+            return self._cap_combination(labels)
         return labels
 
-    def _fix(self, labels: Labels) -> Labels | None:
+    def _cap_combination(self, labels: Labels) -> Labels:
+        combinations = self._combinations
+        assert combinations is not None
+        key = frozenset(labels.items())
+        if key in combinations:
+            return labels
+        owner = self._owner
+        with self._lock:
+            if len(combinations) < owner.label_set_cap:
+                combinations.add(key)
+                return labels
+        owner._count("label_set_cap", self.spec.name)
+        return {k: (OTHER if k in self._free else v) for k, v in labels.items()}
+
+    def _fix(self, labels: Labels) -> Labels:
         owner = self._owner
         fixed: dict[str, str] = {}
         for key, value in labels.items():
@@ -163,8 +191,13 @@ class Telemetry(TracingMixin):
         otherwise drop or fold them and count the reason.
     label_value_cap:
         distinct values kept per free-form label of a metric; further values become `other`.
+    label_set_cap:
+        distinct label sets kept per metric with two or more free-form labels; further sets fold
+        their free-form labels into `other`.
     capture_content:
         record tool params/results and request bodies (redacted, truncated) on spans.
+    log_clock:
+        nanoseconds since the epoch for log timestamps (tests pass a fixed clock).
     """
 
     def __init__(
@@ -175,14 +208,17 @@ class Telemetry(TracingMixin):
         logger_provider: LoggerProvider | None = None,
         strict: bool = False,
         label_value_cap: int = 100,
+        label_set_cap: int = 1000,
         label_value_max_chars: int = 128,
         capture_content: bool = False,
         log_sinks: Iterable[LogSink] | None = None,
         log_level: str | int = "INFO",
         redactor: Redactor | None = None,
+        log_clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.strict = strict
         self.label_value_cap = label_value_cap
+        self.label_set_cap = label_set_cap
         self.label_value_max_chars = label_value_max_chars
         self.capture_content = capture_content
         self.redactor = redactor or Redactor()
@@ -190,6 +226,7 @@ class Telemetry(TracingMixin):
         self._reported: set[tuple[str, str]] = set()
         self._log_sinks: tuple[LogSink, ...] = tuple(log_sinks) if log_sinks is not None else (StreamSink(),)
         self._log_level = level_value(log_level)
+        self._log_clock = log_clock
         self.bind(meter_provider, tracer_provider, logger_provider)
 
     def bind(
@@ -206,12 +243,17 @@ class Telemetry(TracingMixin):
         if log_sinks is not None:
             self._log_sinks = tuple(log_sinks)
         meter = self.meter_provider.get_meter("clawdbot_otel")
+        previous: dict[str, _Metric] = getattr(self, "_metrics", {})
         self._metrics: dict[str, _Metric] = {
             spec.name: _Metric(self, spec, meter) for spec in (*METRICS, *SELF_METRICS)
         }
+        for name, old in previous.items():  # collection points registered them once; keep reading them
+            for callback in old._callbacks:
+                self._metrics[name].add_callback(callback)
         self._dropped_counter = self._metrics["clawdbot_otel_dropped_total"].add
         self.tracer = self.tracer_provider.get_tracer("clawdbot_otel")
-        self.log_processors = build_processors(self.logger_provider, self.redactor, on_drop=self._log_dropped)
+        self.log_processors = build_processors(self.logger_provider, self.redactor, self._log_clock,
+                                               on_drop=self._log_dropped)
         self._log_pipeline = LogPipeline(self.log_processors, self._log_sinks, self._log_level, self._sink_error)
         self._logger = self._log_pipeline.logger
 
@@ -238,7 +280,7 @@ class Telemetry(TracingMixin):
 
     def _log_dropped(self, component: str) -> None:
         """The OTLP log export queue was full: the record still went to the sinks, not to OTLP."""
-        self._count("log_queue_full", component)
+        self._count("log_queue_full", _known_component(component))
 
     def _sink_error(self, sink: str, exc: BaseException) -> None:
         # ENOSPC says more than OSError: name the errno when there is one.
@@ -374,7 +416,7 @@ class Telemetry(TracingMixin):
         except Exception:
             if self.strict:
                 raise
-            self._count("log_error", component)
+            self._count("log_error", _known_component(component))
 
     @property
     def logger(self) -> Any:

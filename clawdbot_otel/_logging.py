@@ -29,6 +29,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.baggage import get_baggage
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk._logs import Logger as SDKLogger
 from structlog._log_levels import LEVEL_TO_NAME
 
@@ -67,6 +68,8 @@ _LEVEL_BY_METHOD: dict[str, str] = {
     "fatal": "FATAL",
 }
 _LEVELS = {lv.name: lv for lv in LOG_LEVELS}
+# HTTP and gRPC clients the OTLP exporters log through
+_EXPORT_CLIENT_LOGGERS = ("urllib3", "grpc", "requests")
 _SEVERITY = {lv.name: SeverityNumber(lv.otel_severity_number) for lv in LOG_LEVELS}
 _SEVERITY_VALUE = {name: int(number.value) for name, number in _SEVERITY.items()}
 _LEVEL_NUMBER = {lv.name: lv.value for lv in LOG_LEVELS}
@@ -112,20 +115,24 @@ class AddLevel:
 class AddTimestamp:
     """ISO-8601 UTC with milliseconds and `Z`; the seconds prefix is formatted once per second."""
 
-    __slots__ = ("_clock", "_last_prefix", "_last_second")
+    __slots__ = ("_clock", "_second_prefix")
 
     def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
         self._clock = clock
-        self._last_second = -1
-        self._last_prefix = ""
+        # (second, its formatted prefix) as one tuple: threads swap it whole, never half-updated
+        self._second_prefix: tuple[int, str] = (-1, "")
+
+    def stamp(self, ns: int) -> str:
+        second, rest = divmod(ns, 1_000_000_000)
+        cached = self._second_prefix
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second_prefix = cached
+        return f"{cached[1]}.{rest // 1_000_000:03d}Z"
 
     def __call__(self, _logger: Any, _name: str, event_dict: EventDict) -> EventDict:
         ns = self._clock()
-        second, rest = divmod(ns, 1_000_000_000)
-        if second != self._last_second:
-            self._last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._last_second = second
-        event_dict["timestamp"] = f"{self._last_prefix}.{rest // 1_000_000:03d}Z"
+        event_dict["timestamp"] = self.stamp(ns)
         event_dict["_time_ns"] = ns
         return event_dict
 
@@ -241,6 +248,8 @@ class EmitOTLP:
         if metadata:
             for key, value in metadata.items():
                 attributes[f"metadata.{key}"] = _attribute_value(value)
+        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY, ctx):
+            return  # logged by an exporter (or the SDK) itself: the sinks have it, OTLP must not loop
         level = record["level"]
         processor = self._processor
         if (
@@ -416,7 +425,10 @@ class LogPipeline:
     ) -> None:
         if levelno < self._min_level:
             return
-        level = _LEVEL_NAME_BY_NUMBER[levelno]  # KeyError for a non-standard number, as structlog
+        level = _LEVEL_NAME_BY_NUMBER.get(levelno)
+        if level is None:  # a non-standard number (25, 5): the design's level below it
+            level = level_name(levelno)
+            levelno = _LEVELS[level].value
         fused = self._fused
         extra: dict[str, Any] | None = None
         if fields and fused:
@@ -438,13 +450,9 @@ class LogPipeline:
         # AddTimestamp
         stamp = self._timestamp
         ns = stamp._clock()
-        second, rest = divmod(ns, 1_000_000_000)
-        if second != stamp._last_second:
-            stamp._last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            stamp._last_second = second
         # ShapeRecord, with AddTraceContext and AddCorrelationId reading one context
         record: dict[str, Any] = {
-            "timestamp": f"{stamp._last_prefix}.{rest // 1_000_000:03d}Z",
+            "timestamp": stamp.stamp(ns),
             "level": level,
             "component": component or self._default_component,
             "message": message,
@@ -483,6 +491,9 @@ class StdlibBridgeHandler(logging.Handler):
     """Routes standard-library log records (other libraries' logs) through the same pipeline.
 
     The component is the record's `component` attribute when set, else the logger's top-level name.
+    Records logged while an exporter runs (the SDK marks that context "suppress instrumentation") and
+    the SDK's own records reach the sinks but never OTLP: exporting "failed to export" would feed a
+    loop while the collector is down. The HTTP/gRPC clients' debug chatter during an export is dropped.
     """
 
     def __init__(self, logger: Any, level: int = logging.NOTSET) -> None:
@@ -491,12 +502,23 @@ class StdlibBridgeHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            exporting = bool(otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+            if exporting and record.levelno < logging.WARNING and record.name.startswith(_EXPORT_CLIENT_LOGGERS):
+                return
             fields: dict[str, Any] = {
                 "component": getattr(record, "component", None) or record.name.split(".", 1)[0],
                 "logger": record.name,
             }
             if record.exc_info and record.exc_info[0] is not None:
                 fields["exception"] = "".join(traceback.format_exception(*record.exc_info))
-            self._logger.log(record.levelno, record.getMessage(), **fields)
+            levelno = _LEVELS[level_name(record.levelno)].value
+            if exporting or not record.name.startswith("opentelemetry"):
+                self._logger.log(levelno, record.getMessage(), **fields)
+                return
+            token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                self._logger.log(levelno, record.getMessage(), **fields)
+            finally:
+                otel_context.detach(token)
         except Exception:
             self.handleError(record)

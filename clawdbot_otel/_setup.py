@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -27,7 +28,13 @@ from opentelemetry._logs import get_logger_provider, set_logger_provider
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -53,6 +60,25 @@ def _parse_pairs(text: str) -> dict[str, str]:
         if sep and key.strip():
             out[key.strip()] = value.strip()
     return out
+
+
+def _warn(message: str) -> None:
+    # Settings are read before logging is set up: say it on stderr, once per setup.
+    sys.stderr.write(f"clawdbot-otel: {message}\n")
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name)
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        _warn(f"{name}={text!r} is not a positive integer; using the default")
+        return None
+    return value
 
 
 def default_state_dir() -> Path:
@@ -99,25 +125,37 @@ class Settings:
         general_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         exporters: dict[str, str] = {}
         for signal in _SIGNALS:
-            choice = env.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").split(",")[0].strip().lower()
+            choices = [c.strip().lower() for c in env.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").split(",")]
+            choice = choices[0]
+            if len(choices) > 1:
+                _warn(f"OTEL_{signal.upper()}_EXPORTER lists several exporters; only {choice!r} is used")
             if choice == "otlp":
                 if general_endpoint or env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
                     protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", general_protocol)
+                    if protocol not in ("grpc", "http/protobuf"):
+                        _warn(f"OTLP protocol {protocol!r} for {signal} is not supported (grpc, http/protobuf); "
+                              "using http/protobuf")
                     choice = "otlp/grpc" if protocol == "grpc" else "otlp/http"
                 else:
                     choice = f"file:{output_dir / (signal + '.jsonl')}"
             exporters[signal] = choice
-        interval = env.get("OTEL_METRIC_EXPORT_INTERVAL")
+        interval = _positive_int(env, "OTEL_METRIC_EXPORT_INTERVAL")
+        log_level = env.get("CLAWDBOT_OTEL_LOG_LEVEL") or ("DEBUG" if development else "INFO")
+        try:
+            level_value(log_level)
+        except ValueError as exc:
+            _warn(f"{exc}; using INFO")
+            log_level = "INFO"
         return cls(
             service_name=env.get("OTEL_SERVICE_NAME") or attrs.get("service.name") or service_name,
             environment=environment,
             strict=strict,
-            log_level=env.get("CLAWDBOT_OTEL_LOG_LEVEL") or ("DEBUG" if development else "INFO"),
+            log_level=log_level,
             log_files=env.get("CLAWDBOT_OTEL_LOG_FILES", "").lower() in _TRUE or bool(env.get("CLAWDBOT_OTEL_LOG_DIR")),
             capture_content=env.get("CLAWDBOT_OTEL_CAPTURE_CONTENT", "").lower() in _TRUE,
             disabled=env.get("OTEL_SDK_DISABLED", "").lower() in _TRUE,
             exporters=exporters,
-            metric_export_interval_ms=int(interval) if interval else (5_000 if development else 15_000),
+            metric_export_interval_ms=interval or (5_000 if development else 15_000),
             output_dir=output_dir,
         )
 
@@ -176,6 +214,33 @@ def _log_exporter(choice: str) -> LogRecordExporter | None:
     return None
 
 
+class _ProcessMetricExporter(MetricExporter):
+    """Exports only from the process that created it.
+
+    A forked child inherits the parent's aggregated metric state and its reader thread restarts;
+    exporting that state from the child would count everything twice. The child gets fresh
+    providers instead (`_after_fork_in_child`) and this inherited exporter stays silent there.
+    """
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(preferred_temporality=inner._preferred_temporality,
+                         preferred_aggregation=inner._preferred_aggregation)
+        self._inner = inner
+        self._pid = os.getpid()
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        if os.getpid() != self._pid:
+            return MetricExportResult.SUCCESS
+        return self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return os.getpid() != self._pid or self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if os.getpid() == self._pid:
+            self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
 class _Installed:
     """What setup() created, so shutdown() flushes and stops exactly that, once, in order."""
 
@@ -185,6 +250,10 @@ class _Installed:
     logger_provider: LoggerProvider | None = None
     bridge: logging.Handler | None = None
     settings: Settings | None = None
+    telemetry: Telemetry | None = None
+    # Providers shutdown() stopped. The OTel globals can be set only once, so a later setup() must not
+    # reuse them (a shut-down provider drops everything): it builds new ones and binds them directly.
+    retired: list[Any] = []  # noqa: RUF012 -- class-level registry by design
 
 
 def _existing_sdk_providers() -> tuple[Any, Any, Any]:
@@ -192,11 +261,51 @@ def _existing_sdk_providers() -> tuple[Any, Any, Any]:
     tp = trace.get_tracer_provider()
     mp = metrics.get_meter_provider()
     lp = get_logger_provider()
+    live = [p if not any(p is r for r in _Installed.retired) else None for p in (tp, mp, lp)]
     return (
-        tp if isinstance(tp, TracerProvider) else None,
-        mp if isinstance(mp, MeterProvider) else None,
-        lp if isinstance(lp, LoggerProvider) else None,
+        live[0] if isinstance(live[0], TracerProvider) else None,
+        live[1] if isinstance(live[1], MeterProvider) else None,
+        live[2] if isinstance(live[2], LoggerProvider) else None,
     )
+
+
+def _set_global(current: Any, provider: Any, setter: Any) -> None:
+    """Install `provider` globally unless one of ours was already installed (set-once globals)."""
+    if not any(current is r for r in _Installed.retired):
+        setter(provider)
+
+
+def _meter_provider(settings: Settings, resource: Resource) -> MeterProvider:
+    metric_exporter = _metric_exporter(settings.exporters["metrics"])
+    readers = (
+        [PeriodicExportingMetricReader(_ProcessMetricExporter(metric_exporter), settings.metric_export_interval_ms)]
+        if metric_exporter is not None
+        else []
+    )
+    return MeterProvider(resource=resource, metric_readers=readers, views=histogram_views(), shutdown_on_exit=False)
+
+
+def _after_fork_in_child() -> None:
+    """Fresh metric state in a forked child, under its own `service.instance.id`.
+
+    Spans and logs need nothing: the SDK and our log processor restart their worker threads, and a
+    span or record belongs to the process that made it. Metrics are cumulative state: the child starts
+    from zero on a new meter provider (bound to the facade; the global one cannot be replaced, and its
+    inherited exporter stays silent here), so parent and child never report each other's counts.
+    """
+    _Installed.lock = threading.Lock()  # it may have been held by another thread at fork time
+    old, telemetry, settings = _Installed.meter_provider, _Installed.telemetry, _Installed.settings
+    if old is None or telemetry is None or settings is None:
+        return
+    parent_id = old._sdk_config.resource.attributes.get("service.instance.id")
+    instance = f"{parent_id}-{os.getpid()}" if parent_id else f"{socket.gethostname()}-{os.getpid()}"
+    resource = old._sdk_config.resource.merge(Resource({"service.instance.id": instance}))
+    mp = _meter_provider(settings, resource)
+    _Installed.meter_provider = mp
+    telemetry.bind(mp, _Installed.tracer_provider, _Installed.logger_provider)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def setup(
@@ -231,6 +340,7 @@ def setup(
             telemetry.bind(None, None, None, log_sinks)
             _Installed.settings = settings
             return settings
+        current = (trace.get_tracer_provider(), metrics.get_meter_provider(), get_logger_provider())
         tp, mp, lp = _existing_sdk_providers()
         reused = [name for name, p in (("tracer", tp), ("meter", mp), ("logger", lp)) if p is not None]
         resource = Resource.create(
@@ -244,27 +354,21 @@ def setup(
             span_exporter = _span_exporter(settings.exporters["traces"])
             if span_exporter is not None:
                 tp.add_span_processor(BatchSpanProcessor(span_exporter))
-            trace.set_tracer_provider(tp)
+            _set_global(current[0], tp, trace.set_tracer_provider)
             _Installed.tracer_provider = tp
         if mp is None:
-            metric_exporter = _metric_exporter(settings.exporters["metrics"])
-            readers = (
-                [PeriodicExportingMetricReader(metric_exporter, settings.metric_export_interval_ms)]
-                if metric_exporter is not None
-                else []
-            )
-            mp = MeterProvider(resource=resource, metric_readers=readers, views=histogram_views(),
-                               shutdown_on_exit=False)
-            metrics.set_meter_provider(mp)
+            mp = _meter_provider(settings, resource)
+            _set_global(current[1], mp, metrics.set_meter_provider)
             _Installed.meter_provider = mp
         if lp is None:
             lp = LoggerProvider(resource=resource, shutdown_on_exit=False)
             log_exporter = _log_exporter(settings.exporters["logs"])
             if log_exporter is not None:
                 lp.add_log_record_processor(QueuedLogRecordProcessor(log_exporter))
-            set_logger_provider(lp)
+            _set_global(current[2], lp, set_logger_provider)
             _Installed.logger_provider = lp
         telemetry.bind(mp, tp, lp, log_sinks)
+        _Installed.telemetry = telemetry
         if install_logging:
             _install_stdlib_bridge(telemetry)
         _maybe_instrument_asyncio(tp, mp)
@@ -331,6 +435,8 @@ def shutdown(timeout_ms: int = 10_000) -> None:
                     provider.shutdown()
             except Exception as exc:  # exit must not fail because a collector is down
                 sys.stderr.write(f"clawdbot-otel: shutdown of {type(provider).__name__} failed: {exc}\n")
+            _Installed.retired.append(provider)
+        _Installed.telemetry = None
         _Installed.tracer_provider = _Installed.meter_provider = _Installed.logger_provider = None
         _Installed.bridge = None
         _Installed.settings = None

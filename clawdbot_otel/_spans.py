@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import string
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -48,12 +49,27 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class _Category:
-    __slots__ = ("allowed", "kind", "spec")
+    __slots__ = ("allowed", "kind", "name_parts", "spec")
 
     def __init__(self, spec: SpanCategory) -> None:
         self.spec = spec
         self.kind = _KINDS[spec.span_kind]
         self.allowed = spec.attribute_keys | _COMMON_KEYS
+        # The span-name template is parsed once: values from frames (a tool named "{x}") are then
+        # only ever joined in, never parsed as a template themselves.
+        self.name_parts = tuple(
+            (literal, key) for literal, key, _format, _conversion in string.Formatter().parse(spec.span_name)
+        )
+
+    def span_name(self, attributes: Mapping[str, Any]) -> str:
+        out = []
+        for literal, key in self.name_parts:
+            out.append(literal)
+            if key:
+                value = attributes.get(key)
+                if value is not None:
+                    out.append(str(value))
+        return "".join(out).strip()
 
 
 _CATEGORIES = {c.name: _Category(c) for c in SPAN_CATEGORIES}
@@ -81,16 +97,6 @@ def session_type(session_key: str | None) -> str:
     if parts[0] == "agent":
         return "main"
     return "other"
-
-
-def _fill(template: str, attributes: Mapping[str, Any]) -> str:
-    out = template
-    while "{" in out:
-        start = out.index("{")
-        end = out.index("}", start)
-        key = out[start + 1 : end]
-        out = out[:start] + str(attributes.get(key, "")) + out[end + 1 :]
-    return out.strip()
 
 
 class SpanHandle:
@@ -204,12 +210,16 @@ class SpanScope:
                 else:
                     owner._reject("unknown_attribute", f"span:{category.spec.name}",
                                   _unknown_attribute_message(category, key))
-        ctx = parent_context(parent)
+        try:
+            ctx = parent_context(parent)
+        except TypeError as exc:
+            owner._reject("invalid_parent", f"span:{category.spec.name}", str(exc))
+            ctx = None
         cid = get_baggage(CORRELATION_BAGGAGE_KEY, ctx)
         if cid is not None:
             attrs.setdefault(CORRELATION_ATTRIBUTE, cid)
         span = owner.tracer.start_span(
-            name or _fill(category.spec.span_name, attrs),
+            name or category.span_name(attrs),
             context=ctx,
             kind=kind or category.kind,
             attributes=attrs,
@@ -281,7 +291,8 @@ class TracingMixin:
             message = f"unknown span category {category!r}{hint} (categories: {', '.join(_CATEGORIES)})"
             owner._reject("unknown_span_category", "span", message)
             # Production keeps the operation (children still need a parent) under category `other`.
-            spec = _Category(SpanCategory("other", "", str(category), "internal", ()))
+            literal = str(category).replace("{", "{{").replace("}", "}}")  # a name, not a template
+            spec = _Category(SpanCategory("other", "", literal, "internal", ()))
         return SpanScope(owner, (spec, name, attributes, parent, start_time, links, kind))
 
     def _content(self, value: Any) -> str | None:

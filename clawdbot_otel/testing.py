@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +33,9 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from ._facade import Telemetry
 from ._log_export import QueuedLogRecordProcessor
-from ._logging import LogPipeline, StreamSink, build_processors
+from ._logging import StreamSink
 from ._setup import histogram_views
+from .conventions import SPAN_CATEGORY_ATTRIBUTE
 
 __all__ = ["Capture", "IncrementalIdGenerator", "capture_telemetry"]
 
@@ -66,7 +68,7 @@ class Capture:
         return list(self.spans.get_finished_spans())
 
     def spans_by_category(self, category: str) -> list[ReadableSpan]:
-        return [s for s in self.finished_spans() if (s.attributes or {}).get("clawdbot.span.category") == category]
+        return [s for s in self.finished_spans() if (s.attributes or {}).get(SPAN_CATEGORY_ATTRIBUTE) == category]
 
     def collect_metrics(self) -> dict[str, Metric]:
         """Collect once; metric by OTel name."""
@@ -120,14 +122,8 @@ def capture_telemetry(
     telemetry = Telemetry(
         meter_provider=meter_provider, tracer_provider=tracer_provider, logger_provider=logger_provider,
         strict=strict, log_sinks=sinks, log_level=telemetry_kwargs.pop("log_level", "DEBUG"),
-        **telemetry_kwargs,
+        log_clock=clock or time.time_ns, **telemetry_kwargs,
     )
-    if clock is not None:
-        telemetry.log_processors = build_processors(logger_provider, telemetry.redactor, clock,
-                                                    on_drop=telemetry._log_dropped)
-        telemetry._log_pipeline = LogPipeline(telemetry.log_processors, sinks, telemetry._log_level,
-                                              telemetry._sink_error)
-        telemetry._logger = telemetry._log_pipeline.logger
     try:
         yield Capture(telemetry, spans, reader, logs, stream, log_processor)
     finally:

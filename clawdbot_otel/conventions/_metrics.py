@@ -84,7 +84,7 @@ METRICS: tuple[MetricSpec, ...] = (
       "Request processing time", "gateway", (METHOD,), _REQUEST_S),
     M("gateway_throughput_requests_per_second", "gateway.throughput.requests", K.GAUGE,
       "{request}/s", "Requests per second (rolling 1m)", "gateway"),
-    M("gateway_active_connections", "gateway.active_connections", K.UPDOWN_COUNTER, "{connection}",
+    M("gateway_active_connections", "gateway.active_connections", K.GAUGE, "{connection}",
       "Current WebSocket connections", "gateway"),
     M("gateway_errors_total", "gateway.errors", K.COUNTER, "{error}", "Total errors", "gateway",
       (ERROR_TYPE,)),
@@ -158,7 +158,8 @@ METRICS: tuple[MetricSpec, ...] = (
     M("inbox_messages_total", "inbox.messages", K.COUNTER, "{message}",
       "Inbox messages by event (created, delivered, archived, failed) and agent pair", "inbox",
       (MESSAGE_EVENT, AGENT_FROM, AGENT_TO), source="ours (design: inbox key metrics)",
-      note="Agent ids are capped per label (production default 50 distinct, then other)."),
+      note="Agent ids are capped per label (default 100 distinct, then other) and agent pairs per metric "
+           "(default 1,000 distinct label sets, then both agents become other)."),
     M("inbox_delivery_latency_seconds", "inbox.delivery.latency", K.HISTOGRAM, "s",
       "Time from message creation to delivery", "inbox", (AGENT_TO,), _DELIVERY_S,
       source="ours (design: inbox key metrics)"),

@@ -191,6 +191,7 @@ class GatewayServer:
                 tick_interval_s=tick_interval_s, cron_jobs=cron_jobs, seed=seed,
                 trace_lookup=self.observer.run_traceparent if self.observer is not None else None)
         self.peers: dict[str, _Peer] = {}
+        self._open_connections = 0
         self.observer_errors: list[BaseException] = []
         self.started_at = time.time()
         self._server: Server | None = None
@@ -295,13 +296,15 @@ class GatewayServer:
             if remote:
                 headers["x-remote-address"] = f"{remote[0]}"
             self.guard(self.observer.connection_opened, conn_id, headers)
-            self.telemetry.increment("gateway_active_connections", None, 1)
+            self._open_connections += 1
+            self.telemetry.gauge("gateway_active_connections", self._open_connections)
             self.telemetry.log("DEBUG", "gateway", "Connection opened", metadata={"connection_id": conn_id})
         return conn_id
 
     def _closed(self, conn_id: str, code: int | None, reason: str) -> None:
         if self.observer is not None:
-            self.telemetry.increment("gateway_active_connections", None, -1)
+            self._open_connections -= 1
+            self.telemetry.gauge("gateway_active_connections", self._open_connections)
             self.guard(self.observer.connection_closed, conn_id, code, reason)
             self.telemetry.log("DEBUG", "gateway", "Connection closed",
                                metadata={"connection_id": conn_id, "code": code, "reason": reason})

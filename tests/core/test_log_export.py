@@ -12,6 +12,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.baggage import set_baggage
@@ -458,6 +459,8 @@ def test_the_grpc_exporter_sends_the_encoded_batch() -> None:
 
 
 def test_an_exporter_that_logs_through_the_bridge_does_not_deadlock_or_loop() -> None:
+    """What an exporter logs while exporting reaches the sinks, never OTLP: with a dead collector,
+    exporting "failed to export" would itself fail and log again, for ever."""
     import logging
 
     from clawdbot_otel._logging import StdlibBridgeHandler
@@ -469,15 +472,37 @@ def test_an_exporter_that_logs_through_the_bridge_does_not_deadlock_or_loop() ->
 
     recorder = Chatty()
     processor = QueuedLogRecordProcessor(recorder, synchronous=True)
-    t, _, _ = _telemetry(processor)
+    t, _, stream = _telemetry(processor)
     lib = logging.getLogger("chatty.exporter")
     lib.addHandler(StdlibBridgeHandler(t.logger))
     lib.propagate = False
     try:
         t.log("INFO", "gateway", "hello")
+        processor.force_flush()
+        t.log("INFO", "gateway", "again")
+        processor.force_flush()
     finally:
         lib.handlers.clear()
         lib.propagate = True
-    assert recorder.bodies() == ["hello"]  # its own log waits for the next export, no endless loop
-    processor.force_flush()
-    assert recorder.bodies() == ["hello", "exported 1"]
+    assert recorder.bodies() == ["hello", "again"]
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert sorted((r["component"], r["message"]) for r in lines) == [
+        ("chatty", "exported 1"), ("chatty", "exported 1"), ("gateway", "again"), ("gateway", "hello")]
+
+
+def test_the_dropped_self_metric_stays_bounded_whatever_the_components() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    processor = QueuedLogRecordProcessor(recorder, max_queue_size=1, max_export_batch_size=1,
+                                         schedule_delay_millis=60_000)
+    t, provider, _ = _telemetry(processor)
+    t.log("INFO", "gateway", "first")
+    assert recorder.entered.wait(10)
+    t.log("INFO", "gateway", "queued")
+    for i in range(300):
+        t.log("INFO", f"plugin-{i}", "dropped")  # free-form components must not become label values
+    t.log("INFO", "gateway", "dropped too")
+    assert {metric for (reason, metric) in t.dropped if reason == "log_queue_full"} == {"other", "gateway"}
+    assert t.dropped[("log_queue_full", "other")] == 300
+    recorder.release.set()
+    provider.force_flush()

@@ -105,6 +105,48 @@ def test_stdlib_logging_of_other_libraries_goes_through_the_same_pipeline_once()
         assert len(cap.otlp_logs()) == 1
 
 
+def _bridged(cap: Any, name: str) -> tuple[logging.Logger, StdlibBridgeHandler]:
+    lib = logging.getLogger(name)
+    handler = StdlibBridgeHandler(cap.telemetry.logger)
+    lib.addHandler(handler)
+    lib.propagate = False
+    lib.setLevel(logging.DEBUG)
+    return lib, handler
+
+
+def _unbridge(lib: logging.Logger, handler: StdlibBridgeHandler) -> None:
+    lib.removeHandler(handler)
+    lib.propagate = True
+    lib.setLevel(logging.NOTSET)
+
+
+def test_non_standard_level_numbers_round_down_to_the_designs_levels() -> None:
+    with capture_telemetry() as cap:
+        lib, handler = _bridged(cap, "plugin")
+        try:
+            lib.log(25, "between info and warn")
+            lib.log(15, "between debug and info")
+        finally:
+            _unbridge(lib, handler)
+        cap.telemetry.log(45, "gateway", "between error and fatal")
+        assert [(r["level"], r["message"]) for r in cap.log_lines()] == [
+            ("INFO", "between info and warn"), ("DEBUG", "between debug and info"), ("ERROR", "between error and fatal")]
+        assert [r.log_record.severity_text for r in cap.otlp_logs()] == ["INFO", "DEBUG", "ERROR"]
+
+
+def test_the_sdks_own_records_reach_the_sinks_but_not_otlp() -> None:
+    # "Failed to export" while the collector is down must not be exported again (a loop).
+    with capture_telemetry() as cap:
+        lib, handler = _bridged(cap, "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        try:
+            lib.warning("Failed to export span batch, retrying")
+        finally:
+            _unbridge(lib, handler)
+        cap.telemetry.log("INFO", "gateway", "after")
+        assert [r["message"] for r in cap.log_lines()] == ["Failed to export span batch, retrying", "after"]
+        assert [r.log_record.body for r in cap.otlp_logs()] == ["after"]
+
+
 def test_level_filtering_drops_below_the_minimum() -> None:
     with capture_telemetry(log_level="WARN") as cap:
         cap.telemetry.log("DEBUG", "gateway", "noise")

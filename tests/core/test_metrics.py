@@ -116,11 +116,13 @@ def test_long_free_label_values_are_truncated() -> None:
 def test_updown_counter_and_gauge_callbacks() -> None:
     with capture_telemetry() as cap:
         t = cap.telemetry
-        t.increment("gateway_active_connections")
-        t.increment("gateway_active_connections")
-        t.increment("gateway_active_connections", value=-1)
+        t.increment("session_active", {"type": "main"})
+        t.increment("session_active", {"type": "main"})
+        t.increment("session_active", {"type": "main"}, value=-1)
+        t.gauge("gateway_active_connections", 5)  # the design's API example
         t.observe("resource_disk_free_bytes", lambda: [(10.0, {"path": "/a"}), (20.0, {"path": "/b"})])
-        assert cap.metric_points("gateway.active_connections")[0].value == 1
+        assert cap.metric_points("session.active")[0].value == 1
+        assert cap.metric_points("gateway.active_connections")[0].value == 5
         disk = {p.attributes["path"]: p.value for p in cap.metric_points("resource.disk.free")}
         assert disk == {"/a": 10.0, "/b": 20.0}
 
@@ -150,3 +152,28 @@ def test_unobserve_stops_reading_a_callback() -> None:
         assert [p.value for p in cap.metric_points("spawn.queue.depth")] == [7.0]
         t.unobserve("spawn_queue_depth", depth)
         assert cap.metric_points("spawn.queue.depth") == []
+
+
+def test_two_free_labels_are_capped_per_label_set_not_only_per_label() -> None:
+    # inbox_messages_total has from_agent and to_agent: 100 x 100 pairs would pass the per-label caps.
+    with capture_telemetry(strict=False) as cap:
+        t = cap.telemetry
+        for i in range(100):
+            for j in range(100):
+                t.increment("inbox_messages_total", {"event": "created", "from_agent": f"a{i}", "to_agent": f"b{j}"})
+        points = cap.metric_points("inbox.messages")
+        assert len(points) == 1000 + 1  # the default label-set cap, plus the folded set
+        folded = next(p for p in points if p.attributes["from_agent"] == OTHER)
+        assert folded.attributes == {"event": "created", "from_agent": OTHER, "to_agent": OTHER}
+        assert sum(p.value for p in points) == 10_000  # folded, not lost
+        assert _dropped(cap)[("label_set_cap", "inbox_messages_total")] == 10_000 - 1000
+
+
+def test_the_default_cap_bounds_a_hundred_thousand_values() -> None:
+    with capture_telemetry(strict=False) as cap:
+        for i in range(100_000):
+            cap.telemetry.increment("scheduler_jobs_total", {"job_name": f"job-{i}", "status": "success"})
+        points = cap.metric_points("scheduler.jobs")
+        assert len(points) == 100
+        assert sum(p.value for p in points) == 100_000
+

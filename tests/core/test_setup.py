@@ -138,6 +138,77 @@ def test_fork_child_and_parent_both_export(tmp_path: Path) -> None:
     assert sorted(names) == ["gateway.request before-fork", "gateway.request child", "gateway.request parent"]
 
 
+def _last_counter_by_instance(path: Path, name: str) -> dict[str, float]:
+    """The last exported cumulative value of counter `name`, per service.instance.id."""
+    out: dict[str, float] = {}
+    for batch in _lines(path):
+        for rm in batch["resourceMetrics"]:
+            attrs = {a["key"]: a["value"].get("stringValue") for a in rm["resource"]["attributes"]}
+            for sm in rm["scopeMetrics"]:
+                for metric in sm["metrics"]:
+                    if metric["name"] == name:
+                        points = metric["sum"]["dataPoints"]
+                        out[attrs.get("service.instance.id") or ""] = sum(p.get("asDouble", 0) or
+                                                                         float(p.get("asInt", 0)) for p in points)
+    return out
+
+
+def test_a_forked_child_reports_only_its_own_metrics(tmp_path: Path) -> None:
+    code = """
+    import os, clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+    labels = {"method": "agent", "status": "success"}
+    telemetry.increment("gateway_requests_total", labels)
+    pid = os.fork()
+    if pid == 0:
+        telemetry.increment("gateway_requests_total", labels)
+        telemetry.shutdown()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    telemetry.increment("gateway_requests_total", labels)
+    """
+    proc = _run(code, {"OTEL_METRIC_EXPORT_INTERVAL": "100"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    last = _last_counter_by_instance(tmp_path / "telemetry" / "metrics.jsonl", "gateway.requests")
+    assert len(last) == 2, last
+    parent_instance = min(last, key=len)
+    child_instance = max(last, key=len)
+    assert child_instance.startswith(parent_instance + "-")  # the child's own service.instance.id
+    assert (last[parent_instance], last[child_instance]) == (2, 1)  # 3 increments, none reported twice
+
+
+def test_setup_after_shutdown_records_again(tmp_path: Path) -> None:
+    code = """
+    import clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+    with telemetry.request_span("first"):
+        pass
+    telemetry.shutdown()
+    telemetry.setup(announce=None)
+    with telemetry.request_span("second"):
+        pass
+    telemetry.increment("gateway_requests_total", {"method": "agent", "status": "success"})
+    """
+    proc = _run(code, {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "shutdown" not in proc.stderr.lower()
+    assert _span_names(tmp_path / "telemetry" / "traces.jsonl") == ["gateway.request first", "gateway.request second"]
+    assert list(_last_counter_by_instance(tmp_path / "telemetry" / "metrics.jsonl", "gateway.requests").values()) == [1]
+
+
+def test_bad_setting_values_warn_and_fall_back(tmp_path: Path) -> None:
+    code = """
+    import clawdbot_otel as telemetry
+    s = telemetry.setup(announce=None)
+    print(s.metric_export_interval_ms, s.log_level)
+    """
+    proc = _run(code, {"OTEL_METRIC_EXPORT_INTERVAL": "soon", "CLAWDBOT_OTEL_LOG_LEVEL": "LOUD"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["15000", "INFO"]
+    assert "OTEL_METRIC_EXPORT_INTERVAL='soon' is not a positive integer" in proc.stderr
+    assert "unknown log level 'LOUD'" in proc.stderr
+
+
 def test_under_opentelemetry_instrument_existing_providers_are_reused(tmp_path: Path) -> None:
     """What `opentelemetry-instrument` does: global SDK providers exist before our setup runs."""
     code = """

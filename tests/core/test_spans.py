@@ -138,3 +138,37 @@ def test_unknown_category_or_attribute_strict_and_production() -> None:
         assert span.attributes["clawdbot.span.category"] == "other"
         reasons = {p.attributes["reason"] for p in cap.metric_points("clawdbot_otel.dropped")}
         assert reasons == {"unknown_span_category", "unknown_attribute"}
+
+
+@pytest.mark.parametrize("tool_name", ["{gen_ai.tool.name}", "{", "}", "a{b}c", "{0}"])
+def test_names_from_frames_are_never_parsed_as_span_name_templates(tool_name: str) -> None:
+    # Tool and method names come from gateway frames: a name that looks like a template must neither
+    # hang (re-substitution) nor raise; it appears in the span name as it is.
+    with capture_telemetry(strict=False) as cap:
+        with cap.telemetry.tool_call_span(tool_name):
+            pass
+        with cap.telemetry.request_span(tool_name):
+            pass
+        tool, request = cap.finished_spans()
+        assert tool.name == f"execute_tool {tool_name}"
+        assert request.name == f"gateway.request {tool_name}"
+
+
+def test_an_unknown_category_named_like_a_template_keeps_its_name_in_production() -> None:
+    with capture_telemetry(strict=False) as cap:
+        with cap.telemetry.start_span("{weird"):
+            pass
+        (span,) = cap.finished_spans()
+        assert span.name == "{weird"
+        assert cap.telemetry.dropped[("unknown_span_category", "span")] == 1
+
+
+def test_a_bad_parent_is_counted_in_production_and_raises_in_strict() -> None:
+    with capture_telemetry(strict=False) as cap:
+        with cap.telemetry.session_span("main", parent=42):
+            pass
+        (span,) = cap.finished_spans()
+        assert span.parent is None
+        assert cap.telemetry.dropped[("invalid_parent", "span:session")] == 1
+    with capture_telemetry() as cap, pytest.raises(TelemetryError, match="parent must be"):
+        cap.telemetry.session_span("main", parent=42).start()
