@@ -1,8 +1,12 @@
 """Grafana dashboards for the design's six summary views, generated from the catalogue.
 
-Every query names metrics through the catalogue's Prometheus names, so a dashboard cannot drift from
-what the SDK exports. `clawdbot-otel dashboards --write deploy/grafana/dashboards` regenerates the JSON
-that Grafana provisions; a test runs every panel query against the real Prometheus of the stack.
+Every query names metrics through the catalogue's Prometheus names or the KPI recording rules of the
+conventions, looked up here so that a typo fails at import; the only other series are Prometheus' own
+`ALERTS` and `ALERTS_FOR_STATE`. `clawdbot-otel dashboards --write deploy/grafana/dashboards` regenerates the
+JSON that Grafana provisions. tests/presentation checks that every query parses (promtool), names nothing
+else, and that the derived Overview and Alerts queries compute what their titles say (promtool test rules);
+the stack's end-to-end test requires data from every other query, except the Alerts view and recording
+rules, after a demo run.
 """
 
 from __future__ import annotations
@@ -10,15 +14,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .conventions import METRICS_BY_NAME
+from .conventions import METRICS_BY_NAME, nearest
+from .conventions._alerts import KPI_RECORDING_RULES
 
 __all__ = ["DASHBOARDS", "Dashboard", "Panel", "dashboard_json"]
 
 _DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+_RULE_NAMES = tuple(name for name, _ in KPI_RECORDING_RULES)
+# Written by Prometheus for every pending or firing alert; ALERTS_FOR_STATE's value is the alert's
+# activation time (Unix seconds), which survives the alert resolving.
+_ALERTS = "ALERTS"
+_ALERTS_FOR_STATE = "ALERTS_FOR_STATE"
+# Panels that show one value per series ask Prometheus for one instant, not a series over the range.
+_INSTANT_KINDS = frozenset({"stat", "gauge", "bargauge", "table"})
 
 
 def _p(name: str) -> str:
-    return METRICS_BY_NAME[name].prometheus_name
+    spec = METRICS_BY_NAME.get(name)
+    if spec is None:
+        raise KeyError(f"{name!r} is not in the catalogue; nearest: {nearest(name, list(METRICS_BY_NAME))}")
+    return spec.prometheus_name
+
+
+def _rule(name: str) -> str:
+    if name not in _RULE_NAMES:
+        raise KeyError(f"{name!r} is not a KPI recording rule; nearest: {nearest(name, _RULE_NAMES)}")
+    return name
 
 
 def _rate(name: str, by: str = "", window: str = "5m", selector: str = "") -> str:
@@ -31,14 +52,34 @@ def _quantile(q: float, name: str, by: str = "", window: str = "5m") -> str:
     return f"histogram_quantile({q}, sum by ({group}) (rate({_p(name)}_bucket[{window}])))"
 
 
+def _count_24h(name: str, selector: str = "") -> str:
+    # A counter has no series before its first event: "none in 24 h" must read 0, not "No data".
+    return f"(sum(increase({_p(name)}{selector}[24h])) or vector(0))"
+
+
+# Completed successfully but without a result of L3, the last validation layer, in the same 24 h.
+# There is no validation-queue metric, so this is derived and clamped at 0 (validations in the window of
+# tasks completed before it would make it negative).
+_PENDING_VALIDATION = "clamp_min({} - {} - {}, 0)".format(
+    _count_24h("task_completion_total", '{status="success"}'),
+    _count_24h("task_validation_passes", '{layer="L3"}'),
+    _count_24h("task_validation_failures", '{layer="L3"}'),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Panel:
     title: str
     queries: tuple[tuple[str, str], ...]
-    """(PromQL, legend) pairs."""
+    """(PromQL, legend) pairs; for a table the legend names the value column."""
     kind: str = "timeseries"
     unit: str = "short"
     width: int = 12
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind == "table" and len(self.queries) != 1:
+            raise ValueError(f"table panel {self.title!r} needs exactly one query (it names the value column)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +89,44 @@ class Dashboard:
     panels: tuple[Panel, ...]
 
 
+def _recent_alerts(width: int) -> Panel:
+    return Panel("Recent alerts (24h)",
+                 ((f"1000 * max by (alertname, severity) (max_over_time({_ALERTS_FOR_STATE}[24h]))", "last active"),),
+                 "table", "dateTimeAsIso", width,
+                 "Every alert that was pending or firing in the last 24 h, by when it last became active.")
+
+
 DASHBOARDS: tuple[Dashboard, ...] = (
+    # The design's layout: system health | task status; request latency (24h); active sessions | queue
+    # depth; recent alerts. Traffic and errors follow below.
     Dashboard("clawdbot-overview", "Clawdbot / Overview", (
-        Panel("Gateway up for", ((f"max({_p('gateway_uptime_seconds')})", "uptime"),), "stat", "s", 6),
-        Panel("Request success (1h)", (("clawdbot:gateway_request_success_ratio:rate1h", "success"),), "stat",
-              "percentunit", 6),
-        Panel("Request latency p95", (("clawdbot:gateway_request_latency_seconds:p95_5m", "p95"),), "stat", "s", 6),
+        Panel("Gateway up for", ((f"max({_p('gateway_uptime_seconds')})", "uptime"),), "stat", "s", 3),
+        Panel("Request success (1h)", ((_rule("clawdbot:gateway_request_success_ratio:rate1h"), "success"),),
+              "stat", "percentunit", 3),
+        Panel("Request latency p95", ((_rule("clawdbot:gateway_request_latency_seconds:p95_5m"), "p95"),), "stat",
+              "s", 3),
         Panel("Active connections", ((f"sum({_p('gateway_active_connections')})", "connections"),), "stat",
-              "short", 6),
-        Panel("Requests by method", ((_rate("gateway_requests_total", "method", "1m"), "{{method}}"),),
-              unit="reqps"),
+              "short", 3),
+        Panel("Task status", (
+            (_count_24h("task_completion_total", '{status="success"}'), "completed (24h)"),
+            (f"sum({_p('heartbeat_active')})", "in progress"),
+            (_count_24h("task_completion_total", '{status!="success"}'), "failed (24h)"),
+            (_PENDING_VALIDATION, "pending validation"),
+        ), "stat", description="In progress: tasks with an active heartbeat. Pending validation: tasks completed "
+           "successfully in the last 24 h without an L3 validation result in that time."),
         Panel("Request latency (p50, p95, p99)", tuple(
             (_quantile(q, "gateway_request_latency_seconds"), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)
-        ), unit="s"),
+        ), unit="s", width=24),
+        Panel("Active sessions", ((f"sum by (type) ({_p('session_active')})", "{{type}}"),), "stat"),
+        Panel("Queue depth", (
+            (f"max({_p('spawn_queue_depth')})", "spawn"),
+            (f"sum({_p('inbox_undelivered_messages')})", "inbox"),
+            (f"sum({_p('spawn_subagent_active')})", "processing"),
+        ), "stat", description="Spawn: requests without a final response. Inbox: messages not yet archived. "
+           "Processing: spawned sub-agents still running."),
+        _recent_alerts(24),
+        Panel("Requests by method", ((_rate("gateway_requests_total", "method", "1m"), "{{method}}"),),
+              unit="reqps"),
         Panel("Errors by type", ((_rate("gateway_errors_total", "error_type"), "{{error_type}}"),), unit="ops"),
         Panel("Throughput (rolling 1m)", ((f"sum({_p('gateway_throughput_requests_per_second')})", "req/s"),),
               unit="reqps"),
@@ -96,7 +162,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
     Dashboard("clawdbot-queues", "Clawdbot / Queues", (
         Panel("Spawn queue depth", ((f"max({_p('spawn_queue_depth')})", "pending"),)),
         Panel("Spawn latency p95 / p99", (
-            ("clawdbot:spawn_queue_latency_seconds:p95_5m", "p95"), ("spawn_queue_wait_p99", "p99"),
+            (_rule("clawdbot:spawn_queue_latency_seconds:p95_5m"), "p95"), (_rule("spawn_queue_wait_p99"), "p99"),
         ), unit="s"),
         Panel("Spawn requests by status", ((_rate("spawn_requests_total", "status"), "{{status}}"),), unit="ops"),
         Panel("Active sub-agents by model", ((f"sum by (model) ({_p('spawn_subagent_active')})", "{{model}}"),)),
@@ -123,8 +189,14 @@ DASHBOARDS: tuple[Dashboard, ...] = (
         Panel("Gateway CPU", ((f"max({_p('gateway_cpu_percent')})", "cpu"),), unit="percent"),
     )),
     Dashboard("clawdbot-alerts", "Clawdbot / Alerts", (
-        Panel("Firing alerts", (('sum by (alertname, severity) (ALERTS{alertstate="firing"})',
-                                 "{{alertname}} ({{severity}})"),), "table", width=24),
+        Panel("Firing now", ((f'sum by (alertname, severity) ({_ALERTS}{{alertstate="firing"}})', "instances"),),
+              "table"),
+        _recent_alerts(12),
+        Panel("Firing history", ((f'max by (alertname, severity) ({_ALERTS}{{alertstate="firing"}})',
+                                  "{{alertname}} ({{severity}})"),), "state-timeline", width=24),
+        Panel("Activations (24h)", ((f"sum by (alertname, severity) (changes({_ALERTS_FOR_STATE}[24h]) + 1)",
+                                     "{{alertname}} ({{severity}})"),), "bargauge",
+              description="How often each alert became active (pending, then perhaps firing) in the last 24 h."),
         Panel("Telemetry dropped by reason", ((_rate("clawdbot_otel_dropped_total", "reason"), "{{reason}}"),),
               unit="ops"),
         Panel("Bad input by source", ((_rate("clawdbot_otel_source_errors_total", "source, reason"),
@@ -133,18 +205,35 @@ DASHBOARDS: tuple[Dashboard, ...] = (
 )
 
 
+def _target_json(ref_id: str, expr: str, legend: str, kind: str) -> dict[str, Any]:
+    instant = kind in _INSTANT_KINDS
+    return {
+        "refId": ref_id, "datasource": _DATASOURCE, "expr": expr, "legendFormat": legend,
+        "instant": instant, "range": not instant, "format": "table" if kind == "table" else "time_series",
+    }
+
+
+def _table_transformations(panel: Panel) -> list[dict[str, Any]]:
+    # An instant table query comes back as Time, labels..., Value: hide the evaluation time and name the
+    # value column after the legend.
+    rename = {"Value": panel.queries[0][1]}
+    return [{"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename}}]
+
+
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    table = panel.kind == "table"
     return {
         "id": panel_id,
         "type": panel.kind,
         "title": panel.title,
+        "description": panel.description,
         "datasource": _DATASOURCE,
         "gridPos": {"h": 8, "w": panel.width, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-        "options": {},
+        "options": {"sortBy": [{"displayName": panel.queries[0][1], "desc": True}]} if table else {},
+        "transformations": _table_transformations(panel) if table else [],
         "targets": [
-            {"refId": chr(ord("A") + i), "datasource": _DATASOURCE, "expr": expr, "legendFormat": legend}
-            for i, (expr, legend) in enumerate(panel.queries)
+            _target_json(chr(ord("A") + i), expr, legend, panel.kind) for i, (expr, legend) in enumerate(panel.queries)
         ],
     }
 
@@ -163,7 +252,7 @@ def dashboard_json(dashboard: Dashboard) -> dict[str, Any]:
         "timezone": "utc",
         "schemaVersion": 39,
         "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
+        "time": {"from": "now-24h", "to": "now"},  # the design's views are over 24 h
         "editable": True,
         "links": [{"title": "Clawdbot", "type": "dashboards", "tags": ["clawdbot"], "asDropdown": True}],
         "panels": panels,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ._metrics import METRICS, RECORDING_RULES, SELF_METRICS
 
-__all__ = ["ALERTS", "KPI_RECORDING_RULES", "SEVERITIES", "AlertRule"]
+__all__ = ["ALERTS", "KPI_RECORDING_RULES", "AlertRule"]
 
 _PROM = {m.name: m.prometheus_name for m in (*METRICS, *SELF_METRICS)}
 
@@ -20,12 +20,9 @@ def _p(name: str) -> str:
     return _PROM[name]
 
 
-#: Design severity -> (Alertmanager routing label value, response time).
-SEVERITIES: dict[str, str] = {
-    "CRITICAL": "Immediate: Slack DM + email, at any time",
-    "WARNING": "Slack #aibot-chat on weekdays 09:00-18:00; batched to the next morning otherwise",
-    "INFO": "Log only",
-}
+_UPTIME = _p("gateway_uptime_seconds")
+# How long a gateway that stopped reporting is still remembered as down rather than removed.
+_GATEWAY_GONE_FOR = "1h"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +39,15 @@ class AlertRule:
 ALERTS: tuple[AlertRule, ...] = (
     AlertRule(
         "GatewayDown", "CRITICAL",
-        f"absent({_p('gateway_uptime_seconds')}) "
-        f"or (time() - max(timestamp({_p('gateway_uptime_seconds')})) > 60)",
+        # Per series, so one dead gateway among several fires on its own (with its job/instance labels).
+        f"absent({_UPTIME}) or (time() - timestamp({_UPTIME}) > 60) "
+        f"or (present_over_time({_UPTIME}[{_GATEWAY_GONE_FOR}]) unless {_UPTIME})",
         "30s", "Gateway is down! Requires immediate attention.",
         "gateway_uptime_seconds == 0 for 30s",
-        "A dead gateway reports nothing, so its uptime never reads 0: the alert fires when the series is "
-        "absent or has not been refreshed for 60 s (four export intervals).",
+        "A dead gateway reports nothing, so its uptime never reads 0. Per gateway (job, instance = "
+        "service.instance.id): fires when its uptime has not been refreshed for 60 s (four export intervals), "
+        f"and keeps firing until {_GATEWAY_GONE_FOR} after its last sample (the series leaves Prometheus' "
+        "5-minute lookback long before); without labels when no gateway reports at all.",
     ),
     AlertRule(
         "HighErrorRate", "CRITICAL",

@@ -1,12 +1,14 @@
 """The design's alerts, evaluated by the real Prometheus rule engine (`promtool test rules`) and routed by
-the real Alertmanager configuration (`amtool`)."""
+the real Alertmanager configuration (`amtool`; its time intervals evaluated here against the design's table)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -17,7 +19,15 @@ from clawdbot_otel.conventions._rules_render import prometheus_rules_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "clawdbot.yml"
+STACK_RULES = ROOT / "deploy" / "prometheus" / "rules" / "stack.yml"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+
+#: The design's "Alert Routing" table as receivers, in routing-tree order.
+DESIGN_RECEIVERS = {
+    "critical": ["critical-immediate"],  # immediate, at any time
+    "warning": ["slack-aibot-chat", "warning-digest"],  # #aibot-chat in business hours, batched otherwise
+    "info": ["log-only"],
+}
 
 
 def _tool(name: str) -> str:
@@ -31,12 +41,12 @@ def _p(name: str) -> str:
     return METRICS_BY_NAME[name].prometheus_name
 
 
-def _expected(alertname: str) -> list[dict[str, Any]]:
+def _expected(alertname: str, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     rule = next(a for a in ALERTS if a.name == alertname)
     annotations = {"summary": rule.summary, "design_condition": rule.design_condition}
     if rule.note:
         annotations["note"] = rule.note
-    return [{"exp_labels": {"severity": rule.severity.lower()}, "exp_annotations": annotations}]
+    return [{"exp_labels": {"severity": rule.severity.lower(), **(labels or {})}, "exp_annotations": annotations}]
 
 
 def _case(series: dict[str, str], eval_time: str, alertname: str, fires: bool) -> dict[str, Any]:
@@ -53,11 +63,27 @@ def _buckets(name: str, counts: dict[str, str]) -> dict[str, str]:
     return {f'{_p(name)}_bucket{{le="{le}"}}': values for le, values in counts.items()}
 
 
+def _gateway(instance: str) -> str:
+    return f'{_p("gateway_uptime_seconds")}{{job="clawdbot-gateway",instance="{instance}"}}'
+
+
 CASES = [
     # GatewayDown: no series at all; a fresh series; a series that stopped being exported.
     _case({f"{_p('spawn_queue_depth')}": "0x10"}, "2m", "GatewayDown", True),
     _case({_p("gateway_uptime_seconds"): "0+60x10"}, "8m", "GatewayDown", False),
     _case({_p("gateway_uptime_seconds"): "0+60x3 _x10"}, "7m", "GatewayDown", True),
+    {   # Two gateways, gw-b stops after 3m: it alone fires, while its last sample is within the 5m lookback
+        # (6m), after the series has left it (20m), and no longer an hour after its last sample (70m).
+        "interval": "1m",
+        "input_series": [{"series": _gateway("gw-a"), "values": "0+60x80"},
+                         {"series": _gateway("gw-b"), "values": "0+60x3 _x76"}],
+        "alert_rule_test": [
+            *({"eval_time": t, "alertname": "GatewayDown",
+               "exp_alerts": _expected("GatewayDown", {"job": "clawdbot-gateway", "instance": "gw-b"})}
+              for t in ("6m", "20m")),
+            {"eval_time": "70m", "alertname": "GatewayDown", "exp_alerts": []},
+        ],
+    },
     # HighErrorRate: 10% failed requests fires, 1% does not.
     _case({f'{_p("gateway_requests_total")}{{method="agent",status="success"}}': "0+90x20",
            f'{_p("gateway_requests_total")}{{method="agent",status="failure"}}': "0+10x20"}, "10m", "HighErrorRate", True),
@@ -110,13 +136,94 @@ def test_alerts_fire_exactly_when_the_design_says(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(("severity", "receiver"), [("critical", "critical-immediate"),
-                                                    ("warning", "slack-aibot-chat"), ("info", "log-only")])
-def test_alertmanager_routes_each_severity_as_the_design_says(severity: str, receiver: str) -> None:
+def _alertmanager() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER.read_text())
+    return config
+
+
+@pytest.mark.parametrize(("severity", "receivers"), DESIGN_RECEIVERS.items())
+def test_alertmanager_routes_each_severity_as_the_design_says(severity: str, receivers: list[str]) -> None:
     amtool = _tool("amtool")
     subprocess.run([amtool, "check-config", str(ALERTMANAGER)], check=True, capture_output=True)
     proc = subprocess.run([amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}",
                            f"severity={severity}", "alertname=Any"], capture_output=True, text=True, check=True)
-    assert proc.stdout.strip() == receiver
-    rule_severities = {a.severity.lower() for a in ALERTS}
-    assert rule_severities <= {"critical", "warning", "info"}
+    assert proc.stdout.strip().split(",") == receivers
+
+
+def test_every_rule_severity_has_a_route_of_its_own() -> None:
+    # A severity outside the table would fall through to the root route (log only) without anyone noticing.
+    rules = [rule for path in (RULES, STACK_RULES) for group in yaml.safe_load(path.read_text())["groups"]
+             for rule in group["rules"] if "alert" in rule]
+    unrouted = {rule["alert"]: rule.get("labels", {}).get("severity") for rule in rules
+                if rule.get("labels", {}).get("severity") not in DESIGN_RECEIVERS}
+    assert not unrouted, f"alerts whose severity has no route: {unrouted}"
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekdays(spec: str) -> set[int]:
+    first, _, last = spec.partition(":")
+    return set(range(_WEEKDAYS.index(first), _WEEKDAYS.index(last or first) + 1))
+
+
+def _minute_of_day(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _matches(interval: dict[str, Any], at: datetime) -> bool:
+    """Alertmanager's time_interval semantics: every field given must match; times are [start, end)."""
+    unknown = set(interval) - {"weekdays", "times", "location"}
+    assert not unknown, f"this test evaluates weekdays, times and location only, not {sorted(unknown)}"
+    local = at.astimezone(ZoneInfo(interval.get("location", "UTC")))
+    if "weekdays" in interval and local.weekday() not in set().union(*map(_weekdays, interval["weekdays"])):
+        return False
+    if "times" not in interval:
+        return True
+    minute = local.hour * 60 + local.minute
+    return any(_minute_of_day(t["start_time"]) <= minute < _minute_of_day(t["end_time"]) for t in interval["times"])
+
+
+def _off_hours() -> list[dict[str, Any]]:
+    intervals: list[dict[str, Any]] = next(
+        ti["time_intervals"] for ti in _alertmanager()["time_intervals"] if ti["name"] == "off-hours")
+    return intervals
+
+
+def test_off_hours_are_the_complement_of_the_designs_business_hours() -> None:
+    # Minute by minute over a week, in the zone the intervals are written for: off-hours exactly when it is
+    # not weekday 09:00-18:00 (the design's "Weekday (9am-6pm)" column).
+    intervals = _off_hours()
+    zones = {i.get("location", "UTC") for i in intervals}
+    assert len(zones) == 1, f"off-hours mixes time zones: {zones}"
+    zone = ZoneInfo(zones.pop())
+    monday = datetime(2026, 3, 2, tzinfo=zone).astimezone(UTC)  # 2026-03-02 is a Monday
+    wrong = []
+    for minute in range(7 * 24 * 60):
+        at = monday + timedelta(minutes=minute)
+        local = at.astimezone(zone)
+        business = local.weekday() < 5 and 9 <= local.hour < 18
+        if any(_matches(i, at) for i in intervals) == business:
+            wrong.append(local.strftime("%a %H:%M"))
+    assert not wrong, f"off-hours wrong at {wrong[:5]} ... ({len(wrong)} minutes)"
+
+
+def test_only_warnings_follow_the_business_hours() -> None:
+    routes = _alertmanager()["route"]["routes"]
+
+    def routes_for(severity: str) -> list[dict[str, Any]]:
+        return [r for r in routes if r.get("matchers") == [f'severity="{severity}"']]
+
+    timed = ("mute_time_intervals", "active_time_intervals")
+    for severity in ("critical", "info"):
+        assert routes_for(severity), severity
+        assert not any(key in r for r in routes_for(severity) for key in timed), f"{severity} must not be timed"
+    assert not any(key in _alertmanager()["route"] for key in timed)
+    slack, digest = routes_for("warning")
+    # #aibot-chat is muted off-hours (what still fires is sent at 09:00); the digest takes the rest.
+    assert (slack["receiver"], slack.get("mute_time_intervals"), slack.get("continue")) == (
+        "slack-aibot-chat", ["off-hours"], True)
+    assert "active_time_intervals" not in slack
+    assert (digest["receiver"], digest.get("active_time_intervals")) == ("warning-digest", ["off-hours"])
+    assert "mute_time_intervals" not in digest
