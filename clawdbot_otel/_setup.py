@@ -102,6 +102,8 @@ class Settings:
     """signal -> otlp/grpc, otlp/http, console, none or file:<path>"""
     metric_export_interval_ms: int
     output_dir: Path
+    instance_id: str | None = None
+    """service.instance.id from OTEL_RESOURCE_ATTRIBUTES, when the user set one."""
 
     @property
     def development(self) -> bool:
@@ -157,6 +159,7 @@ class Settings:
             exporters=exporters,
             metric_export_interval_ms=interval or (5_000 if development else 15_000),
             output_dir=output_dir,
+            instance_id=attrs.get("service.instance.id") or None,
         )
 
 
@@ -316,8 +319,13 @@ def setup(
     log_sinks: Iterable[LogSink] | None = None,
     install_logging: bool = True,
     announce: TextIO | None = sys.stderr,
+    instance_id: str | None = None,
 ) -> Settings:
     """Build providers from OTEL_* variables, install them globally, and bind `telemetry` to them.
+
+    `service.instance.id` is OTEL_RESOURCE_ATTRIBUTES', else `instance_id`, else the host name: stable
+    across restarts (the SDK's default is a new UUID per process), so a restarted gateway continues its
+    own Prometheus series instead of leaving a dead one behind for GatewayDown to report.
 
     Safe to call twice (the second call only rebinds). Under `opentelemetry-instrument` the
     providers it installed are reused, and its stdlib logging handler is removed so that no log
@@ -347,6 +355,7 @@ def setup(
             {
                 "service.name": settings.service_name,
                 "deployment.environment.name": settings.environment,
+                "service.instance.id": settings.instance_id or instance_id or socket.gethostname(),
             }
         )
         if tp is None:

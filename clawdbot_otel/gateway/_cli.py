@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -61,7 +62,8 @@ def _gateway(args: argparse.Namespace) -> int:
     from ._server import GatewayServer
 
     if not args.no_telemetry:
-        clawdbot_otel.setup()
+        # host:port tells two gateways on one machine apart and stays the same across restarts
+        clawdbot_otel.setup(instance_id=f"{socket.gethostname()}:{args.port}")
     server = GatewayServer(clawdbot_otel.get_telemetry(), host=args.host, port=args.port, upstream=args.upstream,
                            workspace=args.workspace, token=args.token, observe=not args.no_telemetry,
                            time_scale=args.time_scale, heartbeat_stale_after_s=args.heartbeat_stale_after)

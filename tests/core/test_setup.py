@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,31 @@ def test_service_name_environment_and_strictness_come_from_otel_variables(tmp_pa
     assert "raised: unknown metric 'no_such_metric'" in dev.stdout
     prod = _run(code, {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=production"}, tmp_path)
     assert prod.stdout.splitlines() == ["clawdbot-gateway production False INFO 15000"]
+
+
+def _resource_instance_ids(path: Path) -> set[str]:
+    return {a["value"]["stringValue"] for batch in _lines(path) for rs in batch["resourceSpans"]
+            for a in rs["resource"]["attributes"] if a["key"] == "service.instance.id"}
+
+
+def test_the_instance_id_is_stable_across_restarts_unless_the_user_sets_one(tmp_path: Path) -> None:
+    code = """
+    import clawdbot_otel as telemetry
+    telemetry.setup(announce=None{extra})
+    with telemetry.request_span("x"):
+        pass
+    """
+    traces = tmp_path / "telemetry" / "traces.jsonl"
+    for _ in range(2):  # two runs ("restarts") of the same service on this host
+        assert _run(code.format(extra=""), {}, tmp_path).returncode == 0
+    assert _resource_instance_ids(traces) == {socket.gethostname()}
+    traces.unlink()
+    assert _run(code.format(extra=", instance_id='gw-host:18789'"), {}, tmp_path).returncode == 0
+    assert _resource_instance_ids(traces) == {"gw-host:18789"}
+    traces.unlink()
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-7"}
+    assert _run(code.format(extra=", instance_id='gw-host:18789'"), env, tmp_path).returncode == 0
+    assert _resource_instance_ids(traces) == {"pod-7"}
 
 
 def test_the_sdk_keeps_every_trace_unless_the_user_sets_a_head_sampler(tmp_path: Path) -> None:
