@@ -335,7 +335,7 @@ def setup(
     if log_sinks is None and settings.log_files:
         from .logfiles import LevelFileSink
 
-        log_sinks = [StreamSink(), LevelFileSink()]
+        log_sinks = [StreamSink(), LevelFileSink(fallback=None)]  # stderr has every line already
     with _Installed.lock:
         telemetry.strict = settings.strict
         telemetry.capture_content = settings.capture_content

@@ -3,7 +3,8 @@
     import clawdbot_otel as telemetry
     from clawdbot_otel.logfiles import LevelFileSink, audit
 
-    telemetry.setup(log_sinks=[LevelFileSink(), telemetry.StreamSink()])
+    # beside stderr: a line the files cannot take is already on stderr, so no fallback copy
+    telemetry.setup(log_sinks=[telemetry.StreamSink(), LevelFileSink(fallback=None)])
     audit("auth", outcome="failure", actor="client-7", reason="bad_token")
 
 Layout under one root (`CLAWDBOT_OTEL_LOG_DIR`, default `~/.local/state/clawdbot-otel/logs`):

@@ -25,16 +25,35 @@ The scheme here, per destination folder (`info/`, ...):
   first: then it only reopens), renames the file to `info.<YYYY-MM-DD>.<seq>.log` (the file's own
   day, the first free sequence number), creates the new active file and records it in the lock file.
   Day and size decisions therefore come from shared state, not from each process's memory, and the
-  clock is injectable (tests drive midnight without waiting for it). A new file is never dated before
-  the one it replaces, so rotated names sort in the order lines were written.
+  clock is injectable (tests drive midnight without waiting for it). A clock read up to a day behind
+  the recorded day keeps that day, so rotated names sort in the order lines were written; a clock
+  more than a day behind it is believed (the recorded day came from a clock that had jumped ahead),
+  so the file is rotated and dated today instead of carrying a future day that never expires.
+* A write rotates only the file it writes to. For a destination nobody writes to, the background
+  sweep (at least once a minute, see `_maintenance`) and `logs prune` call `rotate_if_stale`, so a
+  quiet file's lines leave the active file soon after midnight UTC and expire by their day.
+* The size limit is checked under the shared lock, so with N processes writing at once a file can
+  end up to N-1 lines past `max_bytes` (each saw room for its own line); with one process it never
+  goes over, except a single line longer than `max_bytes`, which gets a file of its own.
 * The caller gets the rotated path back and hands it to the background worker (`_maintenance`):
   gzip to a temporary file, fsync, atomic rename to `info.<day>.<seq>.log.gz`, then unlink the `.log`.
 * A file removed or replaced by hand (not by a rotation) is noticed by a `stat` at most a second
-  later; lines written in that second go to the removed file.
+  later; lines written in that second go to the removed file. The same recheck compares the lock
+  file with `.info.lock` on disk: a folder replaced by another one (new lock file) is followed too,
+  and until then this process locks the old one, so for that second it does not exclude the writers
+  of the new folder.
 
-Cost on the caller's thread per line: `flock`, a memory read, `lseek`, `write`, `flock` (plus a `stat`
-once a second). A rotation adds a rename and an open; compression and cleanup never run on the
+Cost on the caller's thread per line: `flock`, a memory read, `lseek`, `write`, `flock` (plus two
+`stat`s once a second). A rotation adds a rename and an open; compression and cleanup never run on the
 caller's thread.
+
+How long a write can wait (the asyncio event loop calls the sink directly): the shared `flock` waits
+while another process holds the exclusive lock, which it holds for one rotation: a `stat`, a
+`rename`, an `open` and that process's one line. At midnight every process that noticed takes it in
+turn; the first rotates, the others only reopen. These are metadata operations of the local
+filesystem (tens of microseconds); on a stalled disk or a network filesystem the wait is as long as
+they take there, which no lock scheme in the writer can shorten. The maintenance thread's
+`rotate_if_stale` holds the same locks for the same work.
 """
 
 from __future__ import annotations
@@ -106,6 +125,16 @@ def _rotated_path(directory: Path, stem: str, day: int, seq: int) -> Path:
     return directory / f"{stem}.{format_day(day)}.{seq:04d}.log"
 
 
+def _dated(day: int, recorded_day: int) -> int:
+    """The day the active file belongs to, given the clock's day and the day on record (module doc).
+
+    Up to a day behind the record (another process's clock read a little earlier): the record, so
+    names sort in write order. More than a day behind: the clock, or every later file would be dated
+    by a clock that had jumped ahead and never expire.
+    """
+    return day if day < recorded_day - 1 else max(day, recorded_day)
+
+
 _OPEN_FILES: weakref.WeakSet[RotatingLogFile] = weakref.WeakSet()
 
 # The lock file's content: magic, generation, day, inode and next sequence number of the active file.
@@ -117,8 +146,8 @@ _RECHECK_S = 1.0
 class RotatingLogFile:
     """The active file of one destination, appended to and rotated under the scheme in the module doc."""
 
-    __slots__ = ("__weakref__", "_day", "_fd", "_gen", "_id", "_lock_fd", "_mutex", "_path", "_recheck_at", "_state",
-                 "directory", "max_bytes", "path", "stem")
+    __slots__ = ("__weakref__", "_day", "_fd", "_gen", "_id", "_lock_fd", "_lock_id", "_lock_path", "_mutex", "_path",
+                 "_recheck_at", "_state", "directory", "max_bytes", "path", "stem")
 
     def __init__(self, directory: Path, stem: str, max_bytes: int) -> None:
         if max_bytes <= 0:
@@ -127,9 +156,11 @@ class RotatingLogFile:
         self.stem = stem
         self.path = directory / f"{stem}.log"
         self._path = str(self.path)
+        self._lock_path = str(directory / f".{stem}.lock")
         self.max_bytes = max_bytes
         self._mutex = threading.Lock()
         self._lock_fd = -1
+        self._lock_id = (-1, -1)
         self._state: mmap.mmap | None = None
         self._fd = -1
         self._id = (-1, -1)
@@ -150,8 +181,7 @@ class RotatingLogFile:
                 raise
 
     def _write_locked(self, line: bytes, day: int) -> Path | None:
-        if self._state is None:
-            self._open_lock()
+        self._ensure_lock()
         lock_fd = self._lock_fd
         fcntl.flock(lock_fd, fcntl.LOCK_SH)
         try:
@@ -168,20 +198,87 @@ class RotatingLogFile:
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
+    def rotate_if_stale(self, now_ns: int) -> Path | None:
+        """Rotate the active file if its lines belong to another day than `now_ns`'s; the rotated path, if any.
+
+        Writes rotate only the file they write to, so without this a quiet destination's lines would
+        stay in its active file past their retention (the maintenance sweep and `prune` call it). A
+        missing or empty active file is left alone, and nothing is created for it.
+        """
+        day = now_ns // NS_PER_DAY
+        with self._mutex:
+            if self._state is not None and _dated(day, self._day) == self._day:
+                return None  # this process has the file open and dated today: no system call
+            try:
+                if os.stat(self._path).st_size == 0:
+                    return None
+            except OSError:  # no file, or no folder: nothing to rotate
+                return None
+            try:
+                self._ensure_lock()
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                try:
+                    return self._rotate(day, 0)
+                finally:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            except OSError:
+                self._forget()
+                raise
+
+    def stale_day(self, now_ns: int) -> int | None:
+        """The day `rotate_if_stale(now_ns)` would date the rotated file by, or None if it would not rotate."""
+        day = now_ns // NS_PER_DAY
+        with self._mutex:
+            try:
+                if os.stat(self._path).st_size == 0:
+                    return None
+            except OSError:
+                return None
+            try:
+                self._ensure_lock()
+                fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+                try:
+                    self._reopen()  # reads the recorded day of the file now at `path`
+                finally:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            except FileNotFoundError:  # removed meanwhile
+                return None
+            except OSError:
+                self._forget()
+                raise
+            new_day = _dated(day, self._day)
+            return None if new_day == self._day else min(new_day, self._day)
+
+    def _ensure_lock(self) -> None:
+        """Open the lock file, or reopen it when the one at its path is no longer ours (folder replaced)."""
+        if self._state is None:
+            self._open_lock()
+        elif time.monotonic() >= self._recheck_at and self._lock_replaced():
+            self._forget()  # the active file we hold belongs to the old folder too
+            self._open_lock()
+
+    def _lock_replaced(self) -> bool:
+        try:
+            st = os.stat(self._lock_path)
+        except OSError:  # removed, or its folder replaced by a file
+            return True
+        return (st.st_dev, st.st_ino) != self._lock_id
+
     def _open_lock(self) -> None:
         self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-        fd = os.open(self.directory / f".{self.stem}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
         try:
-            if os.fstat(fd).st_size < _STATE.size:
+            st = os.fstat(fd)
+            if st.st_size < _STATE.size:
                 os.ftruncate(fd, _STATE.size)  # only ever grows, so concurrent openers agree
             self._state = mmap.mmap(fd, _STATE.size)
         except BaseException:
             os.close(fd)
             raise
-        self._lock_fd = fd
+        self._lock_fd, self._lock_id = fd, (st.st_dev, st.st_ino)
 
     def _needs_rotation(self, size: int, day: int, n: int) -> bool:
-        return day > self._day or (size > 0 and size + n > self.max_bytes)
+        return _dated(day, self._day) != self._day or (size > 0 and size + n > self.max_bytes)
 
     def _is_current(self, day: int, n: int) -> bool:
         """Under the shared lock: our descriptor is the file at `path`, and the line belongs in it.
@@ -239,12 +336,14 @@ class RotatingLogFile:
         _gen, state_day, _ino, seq = self._read_state()
         rotated: Path | None = None
         if st is not None:
+            new_day = _dated(day, self._day)
             if st.st_size == 0 or not self._needs_rotation(st.st_size, day, n):
-                if day > self._day:  # an empty file from an earlier day: nothing to keep, re-date it
-                    self._write_state(day, st.st_ino, seq if state_day == day else 1)
-                    self._day = day
+                if new_day != self._day:  # an empty file of another day: nothing to keep, re-date it
+                    self._write_state(new_day, st.st_ino, seq if state_day == new_day else 1)
+                    self._day = new_day
                 return None
-            seq_day = self._day
+            # The file's own day; after the clock went back more than a day, today (see `_dated`).
+            seq_day = min(self._day, new_day)
             seq = seq if state_day == seq_day else 1
             rotated = _rotated_path(self.directory, self.stem, seq_day, seq)
             while rotated.exists() or rotated.with_name(rotated.name + ".gz").exists():
@@ -254,9 +353,7 @@ class RotatingLogFile:
             seq += 1
         else:  # no active file yet (or it was removed by hand)
             seq_day = state_day
-        # Never date a file before the one it follows (a process whose clock read is a little behind
-        # may be the one to rotate): rotated names then sort in the order the lines were written.
-        new_day = max(day, seq_day)
+            new_day = _dated(day, state_day)
         if new_day != seq_day:
             seq = 1
         fd = os.open(self._path, _OPEN_APPEND | os.O_CREAT, _FILE_MODE)
@@ -304,7 +401,7 @@ class RotatingLogFile:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._fd = self._lock_fd = -1
-        self._id = (-1, -1)
+        self._id = self._lock_id = (-1, -1)
         self._day = self._gen = -1
 
     def _after_fork_in_child(self) -> None:

@@ -3,7 +3,7 @@
     from clawdbot_otel import StreamSink, Telemetry
     from clawdbot_otel.logfiles import LevelFileSink
 
-    telemetry.setup(log_sinks=[LevelFileSink(), StreamSink()])   # files and stderr
+    telemetry.setup(log_sinks=[StreamSink(), LevelFileSink(fallback=None)])   # stderr and files
 
 Routing follows `RETENTION_POLICY`: an audit record (component `audit`) goes to `audit/`, any other
 record to its level's folder only (DEBUG -> debug/, INFO -> info/, WARN and ERROR -> error/, FATAL ->
@@ -11,9 +11,10 @@ archive/). Each folder then holds exactly the lines its retention applies to, an
 twice; to read a time window across levels, merge the folders by timestamp.
 
 A line that cannot be written (full disk, folder missing or replaced, no permission) is written to
-stderr instead and the error is re-raised, so the pipeline counts it in
-`clawdbot_otel_log_write_errors_total{sink="LevelFileSink"}` and carries on. The next line tries the
-file again.
+the `fallback` stream instead (stderr unless told otherwise) and the error is re-raised, so the
+pipeline counts it in `clawdbot_otel_log_write_errors_total{sink="LevelFileSink"}` and carries on.
+The next line tries the file again. Beside a `StreamSink` on stderr, pass `fallback=None`: the line
+is on stderr already, and would be printed twice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from clawdbot_otel.conventions import LOG_LEVELS
 
@@ -47,11 +48,15 @@ class LevelFileSink:
     directories:
         destination -> folder, for destinations that live elsewhere (e.g. `{"debug": "/var/tmp/..."}`).
     max_bytes:
-        size at which the active file is rotated (besides midnight UTC).
+        size at which the active file is rotated (besides midnight UTC). One process never goes
+        over it; N processes writing the same folder at once can take a file up to N-1 lines past
+        it (the check is made under the shared lock, see `_rotation`).
     clock:
         nanoseconds since the epoch; decides the UTC day of rotation and expiry (tests pass their own).
     fallback:
-        where lines go when the file cannot be written; default the process's stderr at that moment.
+        where lines go when the file cannot be written: `"stderr"` (the default) is the process's
+        stderr at that moment; None writes them nowhere (the error is still counted), for a sink
+        that runs beside a `StreamSink` on stderr.
     """
 
     __slots__ = ("_by_component", "_by_level", "_clock", "_default", "_fallback", "_files", "_worker", "dirs")
@@ -63,7 +68,7 @@ class LevelFileSink:
         directories: Mapping[str, str | Path] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], int] = time.time_ns,
-        fallback: IO[bytes] | None = None,
+        fallback: IO[bytes] | Literal["stderr"] | None = "stderr",
         compresslevel: int = 6,
         policy: tuple[LogRetention, ...] = RETENTION_POLICY,
     ) -> None:
@@ -79,7 +84,7 @@ class LevelFileSink:
         self._default = self._by_level[LOG_LEVELS[1].name]
         self._clock = clock
         self._fallback = fallback
-        self._worker = MaintenanceWorker(self.dirs, policy, clock, compresslevel)
+        self._worker = MaintenanceWorker(self.dirs, policy, clock, compresslevel, files=self._files.values())
         self._worker.sweep_later()  # leftovers of earlier runs: uncompressed rotations, expired files
 
     def write(self, line: bytes, level: str, component: str) -> None:
@@ -94,8 +99,12 @@ class LevelFileSink:
             self._worker.sweep_later()
 
     def _write_fallback(self, line: bytes) -> None:
-        stream = self._fallback if self._fallback is not None else getattr(sys.stderr, "buffer", None)
-        if stream is None:
+        if self._fallback is None:
+            return
+        stream: IO[bytes] | None = (
+            getattr(sys.stderr, "buffer", None) if isinstance(self._fallback, str) else self._fallback
+        )
+        if stream is None:  # no stderr (closed, or a text stream without a buffer)
             return
         try:
             stream.write(line)
@@ -112,7 +121,10 @@ class LevelFileSink:
         return self._worker.wait_idle(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Finish background work (up to `timeout_s`) and close the files; a later write reopens them."""
-        self._worker.wait_idle(timeout_s)
+        """Finish background work (up to `timeout_s`), stop the periodic sweep and close the files.
+
+        A later write reopens them (and a later rotation restarts the sweeps).
+        """
+        self._worker.close(timeout_s)
         for log_file in self._files.values():
             log_file.close()

@@ -56,13 +56,25 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(s.healthy for s in servers) else 1
 
 
-def _wrap(func: Any) -> Any:
+def _wrap(func: Any, *, audited: bool = False) -> Any:
     def run(args: argparse.Namespace) -> int:
+        sink = None
+        if audited:
+            # Stack start and stop are audit events; this command has no OTLP pipeline of its own (the
+            # collector is what it starts and stops), so its records go to the log files' audit folder.
+            from clawdbot_otel import get_telemetry
+            from clawdbot_otel.logfiles import LevelFileSink
+
+            sink = LevelFileSink()
+            get_telemetry().bind(log_sinks=[sink])
         try:
             return int(func(args))
         except StackError as exc:
             print(f"clawdbot-otel stack {args.stack_command}: error: {exc}", file=sys.stderr)
             return 1
+        finally:
+            if sink is not None:
+                sink.close()
 
     return run
 
@@ -102,11 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     common(p_up, ports=True)
     p_up.add_argument("--no-build", action="store_true", help="do not run `stack build` first")
     p_up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
-    p_up.set_defaults(func=_wrap(_up))
+    p_up.set_defaults(func=_wrap(_up, audited=True))
 
     p_down = sub.add_parser("down", help="stop the servers `stack up` started")
     common(p_down, ports=False)
-    p_down.set_defaults(func=_wrap(_down))
+    p_down.set_defaults(func=_wrap(_down, audited=True))
 
     p_status = sub.add_parser("status", help="health of each server (exit 0 all healthy, 1 not, 3 not running)")
     common(p_status, ports=False)

@@ -8,6 +8,9 @@ State lives in one directory (default <cache>/stack, or $CLAWDBOT_OTEL_STACK_DIR
 
 The configuration files are the repository's own (otel-collector/config.yaml, deploy/*), the same files
 docker-compose mounts; every address in them is an environment variable set here.
+
+Each `up` (started, already running, or failed) and each `down` of a recorded stack is an audit record
+(`stack.start`, `stack.stop`: who, the stack directory, the servers' pids and the ports).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import getpass
 import json
 import os
 import shutil
@@ -28,6 +32,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from clawdbot_otel.logfiles import audit
 
 from ._build import Binaries, StackError, cache_dir, find_binaries, repo_root
 
@@ -439,6 +445,22 @@ def _start(server: _Server, logs: Path) -> subprocess.Popen[bytes]:
         log.close()
 
 
+def _actor() -> str:
+    """Who acted, for the audit record: the OS user running the launcher."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (3.11 raises KeyError, 3.13 OSError)
+        return f"uid:{os.getuid()}"
+
+
+def _audit_stack(
+    action: str, root: Path, ports: Ports | Mapping[str, int] | None, pids: Mapping[str, int], **fields: Any
+) -> None:
+    port_map = dataclasses.asdict(ports) if isinstance(ports, Ports) else dict(ports or {})
+    audit(action, actor=_actor(), metadata={"stack_dir": str(root), "servers": dict(pids), "ports": port_map},
+          **fields)
+
+
 def up(
     *,
     root: Path | None = None,
@@ -451,17 +473,39 @@ def up(
     """Start every server, wait until all are ready, record them in state.json.
 
     Idempotent: if this stack directory's servers are all running and healthy, returns them. On any failure
-    the servers started here are stopped again and StackError says why (with the log tail).
+    the servers started here are stopped again and StackError says why (with the log tail). The outcome is
+    audited (`stack.start`, success or failure).
     """
     root = stack_dir(root)
-    ports = ports or Ports.from_env()
+    try:
+        ports = ports or Ports.from_env()
+        stack, started = _up(root, ports=ports, binaries=binaries, collector_extra_env=collector_extra_env or {},
+                             timeout=timeout, progress=progress)
+    except BaseException as exc:
+        reason = str(exc).partition("\n")[0] or type(exc).__name__  # the first line: no log tail
+        _audit_stack("stack.start", root, ports, {}, outcome="failure", error=type(exc).__name__, reason=reason)
+        raise
+    _audit_stack("stack.start", root, stack.ports, stack.pids, already_running=not started)
+    return stack
+
+
+def _up(
+    root: Path,
+    *,
+    ports: Ports,
+    binaries: Binaries | None,
+    collector_extra_env: Mapping[str, str],
+    timeout: float,
+    progress: Progress,
+) -> tuple[StackInfo, bool]:
+    """`up` without the audit: the stack, and False if it was already running."""
     state = _read_state(root)
     if state:
         current = status(root)
         alive = [s for s in current if s.running]
         if alive and all(s.running and s.healthy for s in current):
             progress(f"stack already running ({root})")
-            return StackInfo(root, Ports(**state["ports"]), {s.name: s.pid or 0 for s in current})
+            return StackInfo(root, Ports(**state["ports"]), {s.name: s.pid or 0 for s in current}), False
         if alive:
             raise StackError(
                 f"the stack in {root} is partly running ({', '.join(s.name for s in alive)}): "
@@ -472,7 +516,7 @@ def up(
     repo = repo_root()
     for sub in ("data/loki", "data/prometheus", "data/alertmanager", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    servers = _servers(binaries, repo, root, ports, collector_extra_env or {})
+    servers = _servers(binaries, repo, root, ports, collector_extra_env)
     check_ports_free({s.name: s.ports for s in servers})
 
     started = time.monotonic()
@@ -517,7 +561,7 @@ def up(
         raise
     _CHILDREN.update({p.pid: p for p in procs.values()})
     progress(f"stack up: all {len(servers)} servers ready in {time.monotonic() - started:.1f}s")
-    return StackInfo(root, ports, {name: p.pid for name, p in procs.items()})
+    return StackInfo(root, ports, {name: p.pid for name, p in procs.items()}), True
 
 
 def _write_state(
@@ -565,7 +609,10 @@ def info(root: Path | None = None) -> StackInfo | None:
 
 
 def down(root: Path | None = None, progress: Progress = _stderr) -> list[str]:
-    """Stop the servers recorded in state.json (only those pids, and only if they still run our binary)."""
+    """Stop the servers recorded in state.json (only those pids, and only if they still run our binary).
+
+    Audited (`stack.stop`) when a stack was recorded.
+    """
     root = stack_dir(root)
     state = _read_state(root)
     if not state:
@@ -575,4 +622,6 @@ def down(root: Path | None = None, progress: Progress = _stderr) -> list[str]:
     stopped = _terminate(pids)
     (root / _STATE).unlink(missing_ok=True)
     progress(f"stack down: stopped {', '.join(stopped) if stopped else 'nothing (no server was running)'}")
+    _audit_stack("stack.stop", root, state.get("ports"), {name: pid for name, (pid, _argv0) in pids.items()},
+                 stopped=stopped)
     return stopped

@@ -1,13 +1,19 @@
-"""The audit channel: same record shape, its own folder, never filtered by the minimum level."""
+"""The audit channel: same record shape, its own folder, never filtered by the minimum level; stack start/stop."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from clawdbot_otel.logfiles import LevelFileSink, audit
+from clawdbot_otel.stack import Binaries, Ports, StackError, _launch
 from clawdbot_otel.testing import capture_telemetry
 
 from .conftest import FakeClock, read_lines
@@ -69,3 +75,69 @@ def test_audit_defaults_to_the_module_level_instance(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(clawdbot_otel, "get_telemetry", lambda: cap.telemetry)
         audit("stack.stop")
         assert [(r["component"], r["message"]) for r in cap.log_lines()] == [("audit", "stack.stop")]
+
+
+# --- stack start and stop --------------------------------------------------------------------------
+@pytest.fixture
+def audited(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The default instance (what the launcher's `audit` calls use) writes to files under tmp_path/logs."""
+    import clawdbot_otel
+
+    sink = LevelFileSink(tmp_path / "logs", clock=clock)
+    with capture_telemetry() as cap:
+        t = cap.telemetry
+        t.bind(t.meter_provider, t.tracer_provider, t.logger_provider, log_sinks=[sink])
+        monkeypatch.setattr(clawdbot_otel, "get_telemetry", lambda: t)
+        yield tmp_path / "logs" / "audit"
+    sink.close()
+
+
+def test_stack_up_and_down_are_audited(tmp_path: Path, audited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stand-in servers: a sleeping interpreter for each binary, "ready" at once, ports never bound.
+    python = Path(sys.executable)
+    binaries = Binaries(python, python, python, python, python)
+
+    def start(server: Any, logs: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([server.argv[0], "-c", "import time; time.sleep(60)"])
+        deadline = time.monotonic() + 10
+        while not _launch._is_ours(proc.pid, server.argv[0]) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until it has exec'd: down() stops only processes that run our binary
+        return proc
+
+    monkeypatch.setattr(_launch, "_start", start)
+    monkeypatch.setattr(_launch, "_http_ok", lambda url, timeout=2.0: (True, "HTTP 200"))
+    monkeypatch.setattr(_launch, "check_ports_free", lambda servers_ports: None)
+    ports = Ports().shifted(1_000)
+    stack = _launch.up(root=tmp_path / "stack", ports=ports, binaries=binaries, progress=lambda _line: None)
+    stopped = _launch.down(tmp_path / "stack", progress=lambda _line: None)
+    assert stopped == sorted(stack.pids)
+
+    start_record, stop_record = (orjson.loads(x) for x in read_lines(audited))
+    assert (start_record["message"], start_record["level"]) == ("stack.start", "INFO")
+    assert start_record["metadata"]["outcome"] == "success"
+    assert start_record["metadata"]["actor"]  # the OS user
+    assert start_record["metadata"]["servers"] == stack.pids
+    assert start_record["metadata"]["ports"]["otlp_grpc"] == 5_317
+    assert start_record["metadata"]["already_running"] is False
+    assert stop_record["message"] == "stack.stop"
+    assert stop_record["metadata"]["servers"] == stack.pids
+    assert stop_record["metadata"]["stopped"] == stopped
+    assert stop_record["metadata"]["ports"] == start_record["metadata"]["ports"]
+
+
+def test_a_failed_stack_up_is_audited(tmp_path: Path, audited: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def taken(servers_ports: Any) -> None:
+        raise StackError("port 4317 (otel-collector, `otlp_grpc`) is already in use on 127.0.0.1.\nmore detail")
+
+    monkeypatch.setattr(_launch, "check_ports_free", taken)
+    python = Path(sys.executable)
+    with pytest.raises(StackError, match="already in use"):
+        _launch.up(root=tmp_path / "stack", ports=Ports(), binaries=Binaries(python, python, python, python, python),
+                   progress=lambda _line: None)
+    [record] = [orjson.loads(x) for x in read_lines(audited)]
+    assert (record["message"], record["level"]) == ("stack.start", "WARN")
+    assert record["metadata"]["outcome"] == "failure"
+    assert record["metadata"]["error"] == "StackError"
+    assert record["metadata"]["reason"] == "port 4317 (otel-collector, `otlp_grpc`) is already in use on 127.0.0.1."
+    assert record["metadata"]["servers"] == {}
+    assert record["metadata"]["ports"]["otlp_grpc"] == 4_317

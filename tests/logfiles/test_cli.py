@@ -59,8 +59,54 @@ def test_prune_uses_the_env_log_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_prune_of_a_root_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "f").write_bytes(b"")
-    assert run(["logs", "prune", "--log-dir", str(tmp_path / "f")]) == 0  # nothing there: nothing to prune
-    assert "nothing past its retention" in capsys.readouterr().out
+    for dry_run in ([], ["--dry-run"]):
+        assert run(["logs", "prune", *dry_run, "--log-dir", str(tmp_path / "f")]) == 0  # nothing there
+        assert "nothing past its retention" in capsys.readouterr().out
+
+
+def test_prune_reports_what_it_removed_before_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    first = rotated(tmp_path / "debug", "2020-01-01")
+    second = rotated(tmp_path / "info", "2020-01-02")
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self == second:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert run(["logs", "prune", "--log-dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    [removed] = out.splitlines()  # the file removed before the failure, and no summary
+    assert removed.startswith(f"removed {first} (debug, 2020-01-01, ")
+    assert f"Permission denied: '{second}'" in err and "(removed 1 file(s) before the error)" in err
+    assert not first.exists() and second.exists()
+
+
+def test_prune_of_a_destination_moved_elsewhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    moved = rotated(tmp_path / "volatile" / "debug", "2020-01-01")
+    assert run(["logs", "prune", "--log-dir", str(tmp_path / "root"), "--dir", f"debug={moved.parent}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"removed {moved} (debug, ")
+    assert out[1].endswith(f"under {tmp_path / 'root'}, debug/ in {moved.parent}")
+    assert not moved.exists()
+
+    assert run(["logs", "prune", "--log-dir", str(tmp_path), "--dir", f"trace={tmp_path}"]) == 2
+    assert "unknown log destination(s) trace: use one of debug, info" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["logs", "prune", "--dir", "debug"])
+    assert "expected DESTINATION=FOLDER" in capsys.readouterr().err
+
+
+def test_prune_help_shows_the_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run(["logs", "prune", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    for row in logfiles.RETENTION_POLICY:
+        [entry] = [x for x in lines if x.strip().startswith(f"{row.destination}/ ")]
+        assert entry.endswith(row.description)
+    assert any(x.split()[:3] == ["info/", "7", "days"] for x in lines)
 
 
 def test_loki_retention_prints_the_runtime_config(capsys: pytest.CaptureFixture[str]) -> None:

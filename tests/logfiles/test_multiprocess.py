@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import multiprocessing
 import os
 import warnings
@@ -49,6 +50,10 @@ def test_concurrent_writers_lose_and_repeat_nothing_across_rotations(tmp_path: P
         rotated = rotated_files(folder)
         assert len(rotated) > 100
         assert all(p.name.endswith(".log.gz") for p in rotated), "every rotated file is compressed"
+        longest = max(len(x) + 1 for x in read_lines(folder))
+        for path in rotated:
+            # The size check is made under the shared lock: each other writer may add one line.
+            assert len(gzip.decompress(path.read_bytes())) <= MAX_BYTES + (PROCESSES - 1) * longest
         days = {parse_rotated(p.name).day for p in rotated}  # type: ignore[union-attr]
         assert len(days) == 2, "rotated on both sides of midnight UTC"
         leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import gzip
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from clawdbot_otel.logfiles import RETENTION_POLICY, LevelFileSink, _maintenance, default_log_dir, prune
+from clawdbot_otel.logfiles._maintenance import MaintenanceWorker
+from clawdbot_otel.logfiles._policy import destination_dirs
 from clawdbot_otel.testing import capture_telemetry
 
 from .conftest import FakeClock, read_lines, rotated_files, utc_ns
@@ -21,9 +24,21 @@ def line(n: int, pad: int = 0) -> bytes:
     return orjson.dumps({"n": n, "pad": "x" * pad}) + b"\n"
 
 
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 @pytest.fixture
 def sink(tmp_path: Path, clock: FakeClock) -> Iterator[LevelFileSink]:
     s = LevelFileSink(tmp_path, clock=clock, max_bytes=1_000)
+    # The start-up sweep reads the clock too: let it finish before a test sets the clock back days
+    # (to the sink, a clock that went back, and a reason to rotate).
+    assert s.flush()
     yield s
     s.close()
 
@@ -133,7 +148,8 @@ def test_rotates_at_the_size_limit(tmp_path: Path, clock: FakeClock, sink: Level
     assert [p.name for p in rotated[:2]] == ["error.2026-02-24.0001.log.gz", "error.2026-02-24.0002.log.gz"]
     for path in rotated:
         assert path.name.endswith(".gz")
-        assert 1_000 - 98 < len(gzip.decompress(path.read_bytes())) <= 1_000  # full, never over
+        # one writer: full, never over (several processes can overshoot, see test_multiprocess)
+        assert 1_000 - 98 < len(gzip.decompress(path.read_bytes())) <= 1_000
     assert read_lines(folder) == [x.rstrip(b"\n") for x in lines]  # every line once, in order
 
 
@@ -147,6 +163,35 @@ def test_sequence_continues_after_a_restart(tmp_path: Path, clock: FakeClock) ->
     second.close()
     assert [p.name.split(".")[2] for p in rotated_files(tmp_path / "info")] == ["0001", "0002", "0003"]
     assert read_lines(tmp_path / "info") == [b"line 0", b"line 1", b"line 2", b"line 3"]
+
+
+def test_a_clock_that_went_back_more_than_a_day_re_dates(tmp_path: Path, clock: FakeClock,
+                                                          sink: LevelFileSink) -> None:
+    clock.set("2030-01-01T12:00:00")  # a clock that jumped ahead, then was corrected
+    sink.write(b"future\n", "INFO", "x")
+    clock.set("2026-02-24T12:00:00")
+    sink.write(b"back\n", "INFO", "x")
+    clock.set("2026-02-25T00:00:01")
+    sink.write(b"next day\n", "INFO", "x")
+    assert sink.flush()
+    folder = tmp_path / "info"
+    # dated by the clock, not by the future day, so they expire by policy
+    assert [p.name for p in rotated_files(folder)] == ["info.2026-02-24.0001.log.gz", "info.2026-02-24.0002.log.gz"]
+    assert read_lines(folder) == [b"future", b"back", b"next day"]
+    assert len(prune(tmp_path, now_ns=utc_ns("2026-03-10T00:00:00"))) == 3  # the active file's too
+    assert read_lines(folder) == []
+
+
+def test_a_clock_a_little_behind_keeps_the_files_day(tmp_path: Path, clock: FakeClock) -> None:
+    s = LevelFileSink(tmp_path, clock=clock, max_bytes=10)
+    clock.set("2026-02-25T00:00:01")
+    s.write(b"first\n", "INFO", "x")
+    clock.set("2026-02-24T23:59:59")  # another process's read, a moment earlier
+    s.write(b"second\n", "INFO", "x")  # size rotation: still dated by the file's day
+    s.write(b"third\n", "INFO", "x")
+    s.close()
+    assert [p.name for p in rotated_files(tmp_path / "info")] == ["info.2026-02-25.0001.log.gz",
+                                                                 "info.2026-02-25.0002.log.gz"]
 
 
 def test_an_active_file_without_recorded_state_is_dated_by_its_mtime(tmp_path: Path, clock: FakeClock) -> None:
@@ -247,7 +292,7 @@ def test_cleanup_runs_after_a_rotation(tmp_path: Path, clock: FakeClock, sink: L
 
 def test_a_sweep_compresses_what_an_exited_process_left(tmp_path: Path, clock: FakeClock) -> None:
     orphan = make_rotated(tmp_path / "info", "2026-02-24", gz=False)
-    an_hour_ago = clock() / 1e9 - 3_600
+    an_hour_ago = time.time() - 3_600  # mtimes come from the real clock, whatever the sink's clock says
     os.utime(orphan, (an_hour_ago, an_hour_ago))
     crash_leftover = tmp_path / "info" / ".info.2026-02-24.0002.log.gz.123-4.tmp"
     crash_leftover.write_bytes(b"partial")
@@ -258,6 +303,83 @@ def test_a_sweep_compresses_what_an_exited_process_left(tmp_path: Path, clock: F
     assert not orphan.exists()
     assert gzip.decompress(orphan.with_name(orphan.name + ".gz").read_bytes()) == b"x\n"
     assert not crash_leftover.exists()
+
+
+def test_the_sweeps_thresholds_use_the_clock_that_stamps_mtimes(tmp_path: Path, clock: FakeClock) -> None:
+    now_s = 1_900_000_000.0  # the sweep's mtime clock: far from both the fake clock and the real one
+    folder = tmp_path / "info"
+
+    def aged(path: Path, age_s: float) -> Path:
+        os.utime(path, (now_s - age_s, now_s - age_s))
+        return path
+
+    orphan = aged(make_rotated(folder, "2026-02-24", seq=1, gz=False), 61)
+    live = aged(make_rotated(folder, "2026-02-24", seq=2, gz=False), 59)  # its writer compresses it now
+    stale_tmp = folder / ".info.2026-02-24.0003.log.gz.1-1.tmp"
+    fresh_tmp = folder / ".info.2026-02-24.0004.log.gz.1-1.tmp"
+    for tmp in (stale_tmp, fresh_tmp):
+        tmp.write_bytes(b"partial")
+    aged(stale_tmp, 3_601)
+    aged(fresh_tmp, 3_599)  # a compression in progress
+    worker = MaintenanceWorker(destination_dirs(tmp_path), RETENTION_POLICY, clock, mtime_clock=lambda: now_s)
+    worker.sweep_later()
+    assert worker.close()
+    assert not orphan.exists() and orphan.with_name(orphan.name + ".gz").exists()
+    assert live.exists() and not live.with_name(live.name + ".gz").exists()
+    assert not stale_tmp.exists()
+    assert fresh_tmp.exists()
+
+
+# --- quiet destinations --------------------------------------------------------------------------
+def test_a_quiet_active_file_is_rotated_by_the_periodic_sweep_then_expires(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_maintenance, "_SWEEP_INTERVAL_S", 0.02)
+    s = LevelFileSink(tmp_path, clock=clock)
+    s.write(b"the only debug line\n", "DEBUG", "x")
+    folder = tmp_path / "debug"
+    rotated = folder / "debug.2026-02-24.0001.log.gz"
+    clock.set("2026-02-25T00:00:01")  # nothing written: no write rotates it, only a sweep
+    assert wait_until(rotated.exists)
+    assert (folder / "debug.log").read_bytes() == b""
+    assert gzip.decompress(rotated.read_bytes()) == b"the only debug line\n"
+    clock.set("2026-02-26T00:00:00")  # end of its day + 24 h
+    assert wait_until(lambda: not rotated.exists())
+    assert read_lines(folder) == []
+    worker = s._worker
+    s.close()
+    assert wait_until(lambda: worker._thread is None), "close() ends the periodic sweeps"
+
+
+def test_prune_rotates_quiet_active_files(tmp_path: Path, clock: FakeClock) -> None:
+    s = LevelFileSink(tmp_path, clock=clock)
+    s.write(b"debug on day 1\n", "DEBUG", "x")
+    s.write(b"info on day 1\n", "INFO", "x")
+    s.write(b"", "ERROR", "x")  # an empty active file: nothing to rotate
+    s.close()
+    weeks_later = utc_ns("2026-03-03T12:00:00")  # debug (24 h) expired, info (7 days) not yet
+    debug_log = tmp_path / "debug" / "debug.log"
+
+    [listed] = prune(tmp_path, now_ns=weeks_later, dry_run=True)
+    assert (listed.path, listed.day, listed.size_bytes) == (debug_log, "2026-02-24", 15)
+    assert debug_log.read_bytes() == b"debug on day 1\n"  # a dry run changes nothing
+    assert rotated_files(tmp_path / "info") == []
+
+    [removed] = prune(tmp_path, now_ns=weeks_later)
+    assert removed.path == tmp_path / "debug" / "debug.2026-02-24.0001.log"
+    assert not removed.path.exists()
+    assert read_lines(tmp_path / "debug") == []
+    assert [p.name for p in rotated_files(tmp_path / "info")] == ["info.2026-02-24.0001.log.gz"]  # kept, compressed
+    assert read_lines(tmp_path / "info") == [b"info on day 1"]
+    assert rotated_files(tmp_path / "error") == []
+
+
+def test_prune_skips_compression_temporaries(tmp_path: Path) -> None:
+    in_progress = tmp_path / "debug" / ".debug.2020-01-01.0001.log.gz.123-4.tmp"
+    in_progress.parent.mkdir()
+    in_progress.write_bytes(b"partial")
+    assert prune(tmp_path, now_ns=utc_ns("2026-03-01T00:00:00")) == []
+    assert in_progress.exists()
 
 
 def test_policy_matches_the_design() -> None:
