@@ -16,6 +16,7 @@ from types import TracebackType
 from clawdbot_otel._facade import Telemetry
 
 from ._files import SourceErrors
+from ._gauges import GaugeCallbacks
 
 __all__ = ["PollingWatcher"]
 
@@ -27,7 +28,7 @@ class PollingWatcher:
     runs as usual. Scans are serialised, so a test calling `scan_once()` while the loop runs is safe.
     """
 
-    __slots__ = ("_closed", "_errors", "_scan_lock", "_task", "interval_s", "telemetry")
+    __slots__ = ("_errors", "_gauges", "_scan_lock", "_task", "interval_s", "telemetry")
 
     source = "watcher"
     component = "telemetry"
@@ -40,7 +41,7 @@ class PollingWatcher:
         self._errors = SourceErrors(telemetry, self.source, self.component)
         self._scan_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._gauges = GaugeCallbacks(telemetry)
 
     def _scan(self) -> None:
         raise NotImplementedError
@@ -78,8 +79,8 @@ class PollingWatcher:
                 await task
 
     def close(self) -> None:
-        """Stop reporting gauges (the facade has no way to unregister a callback)."""
-        self._closed = True
+        """Stop reporting gauges."""
+        self._gauges.close()
 
     async def __aenter__(self) -> PollingWatcher:
         self.start()

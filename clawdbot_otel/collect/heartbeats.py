@@ -113,8 +113,8 @@ class TaskHeartbeatWatcher(PollingWatcher):
         self._states: dict[str, _State] = {}
         self._active = 0
         self._stale = 0
-        telemetry.observe("heartbeat_active", self._observe_active)
-        telemetry.observe("heartbeat_stale_current", self._observe_stale)
+        self._gauges.observe("heartbeat_active", self._observe_active)
+        self._gauges.observe("heartbeat_stale_current", self._observe_stale)
 
     @property
     def active(self) -> int:
@@ -125,12 +125,10 @@ class TaskHeartbeatWatcher(PollingWatcher):
         return self._stale
 
     def _observe_active(self) -> Iterable[tuple[float, None]]:
-        if not self._closed:
-            yield float(self._active), None
+        yield float(self._active), None
 
     def _observe_stale(self) -> Iterable[tuple[float, None]]:
-        if not self._closed:
-            yield float(self._stale), None
+        yield float(self._stale), None
 
     def _log(self, level: str, message: str, record: TaskHeartbeat, **extra: Any) -> None:
         self.telemetry.log(level, self.component, message, metadata={

@@ -129,7 +129,7 @@ class InboxWatcher(PollingWatcher):
         self._messages: dict[tuple[str, str], _MessageState] = {}
         self._waiting: dict[str, int] = {}
         self._root_problem: str | None = None
-        telemetry.observe("inbox_undelivered_messages", self._observe_waiting)
+        self._gauges.observe("inbox_undelivered_messages", self._observe_waiting)
 
     @property
     def waiting(self) -> dict[str, int]:
@@ -137,8 +137,6 @@ class InboxWatcher(PollingWatcher):
         return dict(self._waiting)
 
     def _observe_waiting(self) -> Iterable[tuple[float, dict[str, str]]]:
-        if self._closed:
-            return
         for agent, count in list(self._waiting.items()):
             yield float(count), {"to_agent": agent}
 

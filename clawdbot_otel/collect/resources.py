@@ -6,7 +6,8 @@
 * resource_disk_used_bytes{path}, resource_disk_free_bytes{path} for each configured path (a path
   that does not exist yet is skipped until it does);
 * with `gateway=True`, for the same process: gateway_uptime_seconds, gateway_memory_bytes{type=rss|vms},
-  gateway_cpu_percent.
+  gateway_cpu_percent. `uptime` replaces this process's uptime by another source (the proxy reports
+  the upstream gateway's, from its handshake and ticks; None while it is unreachable).
 
 CPU percent is psutil's: the process's CPU time since the previous reading over the wall time
 between them, 100 = one core fully busy (as `top` shows it; more than 100 on several cores). The
@@ -24,6 +25,7 @@ import psutil
 from clawdbot_otel._facade import Telemetry
 
 from ._files import SourceErrors
+from ._gauges import GaugeCallbacks
 
 __all__ = ["ResourceSampler"]
 
@@ -33,8 +35,8 @@ Reading = Iterable[tuple[float, dict[str, str] | None]]
 class ResourceSampler:
     """Registers the resource gauges for one process and some paths (see the module docstring)."""
 
-    __slots__ = ("_closed", "_errors", "_gateway_cpu", "_missing", "_process", "_process_cpu", "gateway",
-                 "now", "paths", "process_name", "started_at")
+    __slots__ = ("_errors", "_gateway_cpu", "_gauges", "_missing", "_process", "_process_cpu", "_uptime_source",
+                 "gateway", "now", "paths", "process_name", "started_at")
 
     def __init__(
         self,
@@ -45,6 +47,7 @@ class ResourceSampler:
         pid: int | None = None,
         gateway: bool = False,
         started_at: float | None = None,
+        uptime: Callable[[], float | None] | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         """`pid`: the process to sample (default: this one). `started_at`: the gateway's start (epoch s),
@@ -57,27 +60,28 @@ class ResourceSampler:
         self.started_at = self._process.create_time() if started_at is None else started_at
         self._errors = SourceErrors(telemetry, "resources", "resources")
         self._missing: set[str] = set()  # problems said once, until they go away
-        self._closed = False
         # psutil keeps the previous CPU reading per Process object: one object per gauge, so the
         # two gauges do not steal each other's interval. cpu_percent(None) primes without sleeping.
         self._process_cpu = psutil.Process(self._process.pid)
         self._process_cpu.cpu_percent(None)
         self._gateway_cpu: psutil.Process | None = None
-        telemetry.observe("resource_memory_used_bytes", self._memory_used)
-        telemetry.observe("resource_cpu_percent", self._cpu)
-        telemetry.observe("resource_memory_total", self._memory_total)
-        telemetry.observe("resource_disk_used_bytes", self._disk_used)
-        telemetry.observe("resource_disk_free_bytes", self._disk_free)
+        self._uptime_source = uptime
+        gauges = self._gauges = GaugeCallbacks(telemetry)
+        gauges.observe("resource_memory_used_bytes", self._memory_used)
+        gauges.observe("resource_cpu_percent", self._cpu)
+        gauges.observe("resource_memory_total", self._memory_total)
+        gauges.observe("resource_disk_used_bytes", self._disk_used)
+        gauges.observe("resource_disk_free_bytes", self._disk_free)
         if gateway:
             self._gateway_cpu = psutil.Process(self._process.pid)
             self._gateway_cpu.cpu_percent(None)
-            telemetry.observe("gateway_uptime_seconds", self._uptime)
-            telemetry.observe("gateway_memory_bytes", self._gateway_memory)
-            telemetry.observe("gateway_cpu_percent", self._gateway_cpu_percent)
+            gauges.observe("gateway_uptime_seconds", self._uptime)
+            gauges.observe("gateway_memory_bytes", self._gateway_memory)
+            gauges.observe("gateway_cpu_percent", self._gateway_cpu_percent)
 
     def close(self) -> None:
-        """Stop reporting (the facade cannot unregister a callback)."""
-        self._closed = True
+        """Stop reporting."""
+        self._gauges.close()
 
     def _once(self, key: str, reason: str, detail: str) -> None:
         if key not in self._missing:
@@ -85,8 +89,6 @@ class ResourceSampler:
             self._errors.report(reason, key, detail)
 
     def _process_reading(self, read: Callable[[], Reading]) -> Reading:
-        if self._closed:
-            return []
         try:
             readings = list(read())
         except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
@@ -104,11 +106,9 @@ class ResourceSampler:
             lambda: [(self._process_cpu.cpu_percent(None), {"process": self.process_name})])
 
     def _memory_total(self) -> Reading:
-        return [] if self._closed else [(float(psutil.virtual_memory().total), None)]
+        return [(float(psutil.virtual_memory().total), None)]
 
     def _disk(self, field: str) -> Reading:
-        if self._closed:
-            return []
         readings: list[tuple[float, dict[str, str] | None]] = []
         for path in self.paths:
             try:
@@ -132,7 +132,10 @@ class ResourceSampler:
         return self._disk("free")
 
     def _uptime(self) -> Reading:
-        return [] if self._closed else [(max(0.0, self.now() - self.started_at), None)]
+        if self._uptime_source is not None:
+            value = self._uptime_source()
+            return [] if value is None else [(max(0.0, value), None)]
+        return [(max(0.0, self.now() - self.started_at), None)]
 
     def _gateway_memory(self) -> Reading:
         def read() -> Reading:

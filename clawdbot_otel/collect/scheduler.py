@@ -35,6 +35,8 @@ from typing import Any, TypeVar, cast
 from clawdbot_otel._facade import Telemetry
 from clawdbot_otel._spans import SpanHandle, SpanScope
 
+from ._gauges import GaugeCallbacks
+
 __all__ = ["CronScheduler", "JobRun", "SchedulerInstrumentation"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,7 +147,7 @@ class SchedulerInstrumentation:
     `clock` times runs (monotonic); `now` is the wall clock the next-run times are in (epoch s).
     """
 
-    __slots__ = ("_closed", "_next_runs", "clock", "now", "telemetry")
+    __slots__ = ("_gauges", "_next_runs", "clock", "now", "telemetry")
 
     def __init__(self, telemetry: Telemetry, *, clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], float] = time.time) -> None:
@@ -153,8 +155,8 @@ class SchedulerInstrumentation:
         self.clock = clock
         self.now = now
         self._next_runs: dict[str, float] = {}
-        self._closed = False
-        telemetry.observe("scheduler_next_run_seconds", self._observe_next_runs)
+        self._gauges = GaugeCallbacks(telemetry)
+        self._gauges.observe("scheduler_next_run_seconds", self._observe_next_runs)
 
     def job(self, job_name: str, *, job_id: str | None = None, trigger: str = "schedule") -> JobRun:
         """A run of `job_name`: `with`, `async with`, or a decorator. trigger: schedule, manual, catch-up."""
@@ -172,12 +174,10 @@ class SchedulerInstrumentation:
         return None if when is None else max(0.0, when - self.now())
 
     def close(self) -> None:
-        """Stop reporting next-run gauges (the facade cannot unregister a callback)."""
-        self._closed = True
+        """Stop reporting next-run gauges."""
+        self._gauges.close()
 
     def _observe_next_runs(self) -> Iterable[tuple[float, dict[str, str]]]:
-        if self._closed:
-            return
         now = self.now()
         # Computed at export time, so the gauge counts down between scheduler ticks; a run that is
         # due but not started yet reads 0, never a negative number.

@@ -154,8 +154,8 @@ class _Answer:
 class SpawnQueueWatcher(PollingWatcher):
     """Watches the spawn queue folders; see the module docstring for what is counted when."""
 
-    __slots__ = ("_answers", "_count_existing", "_depth", "_first_scan", "_now", "_requests", "_said_status",
-                 "requests", "responses", "root")
+    __slots__ = ("_answers", "_count_existing", "_count_subagents", "_depth", "_first_scan", "_now", "_requests",
+                 "_said_status", "requests", "responses", "root")
 
     source = "spawn_queue"
     component = "spawn"
@@ -169,10 +169,13 @@ class SpawnQueueWatcher(PollingWatcher):
         max_file_bytes: int = MAX_FILE_BYTES,
         partial_grace_s: float = PARTIAL_GRACE_S,
         count_existing: bool = True,
+        count_subagents: bool = True,
         now: Callable[[], float] = time.time,
     ) -> None:
         """`count_existing=False`: responses already there at the first scan are history from before
-        this process (a restart); they are tracked (depth, active sub-agents) but not counted again."""
+        this process (a restart); they are tracked (depth, active sub-agents) but not counted again.
+        `count_subagents=False`: leave spawn_subagent_* to another source that sees every sub-agent
+        (the proxy's frame observer sees their sessions, also those not spawned through this queue)."""
         super().__init__(telemetry, interval_s=interval_s)
         self.root = os.path.expanduser(os.fspath(root if root is not None else DEFAULT_SPAWN_QUEUE))
         folder_args: dict[str, Any] = {"max_bytes": max_file_bytes, "partial_grace_s": partial_grace_s, "now": now}
@@ -181,12 +184,13 @@ class SpawnQueueWatcher(PollingWatcher):
                                     **folder_args)
         self._now = now
         self._count_existing = count_existing
+        self._count_subagents = count_subagents
         self._first_scan = True
         self._requests: dict[str, SpawnRequest] = {}
         self._answers: dict[str, _Answer] = {}
         self._said_status: set[str] = set()
         self._depth = 0
-        telemetry.observe("spawn_queue_depth", self._observe_depth)
+        self._gauges.observe("spawn_queue_depth", self._observe_depth)
 
     @property
     def depth(self) -> int:
@@ -194,8 +198,7 @@ class SpawnQueueWatcher(PollingWatcher):
         return self._depth
 
     def _observe_depth(self) -> Iterable[tuple[float, None]]:
-        if not self._closed:
-            yield float(self._depth), None
+        yield float(self._depth), None
 
     def _scan(self) -> None:
         requests = self.requests.scan()
@@ -252,13 +255,14 @@ class SpawnQueueWatcher(PollingWatcher):
                finished: bool, answer: _Answer, backfill: bool) -> None:
         telemetry = self.telemetry
         model = model_family(request.model if request is not None else None)
-        spawned = status == "success" and response.session_key is not None
+        spawned = self._count_subagents and status == "success" and response.session_key is not None
         if spawned and not finished:
             answer.active_model = model
             telemetry.increment("spawn_subagent_active", {"model": model}, 1)
         if backfill:
             return
-        if status == OTHER and response.status and response.status not in self._said_status:
+        if status == OTHER and response.status and response.status not in self._said_status \
+                and len(self._said_status) < 100:
             self._said_status.add(response.status)
             telemetry.log("WARN", self.component,
                           f"Unknown spawn response status {response.status!r}, counted as other",

@@ -21,6 +21,7 @@ from typing import Any
 from clawdbot_otel._facade import Telemetry
 from clawdbot_otel._spans import SpanHandle
 
+from ._gauges import GaugeCallbacks
 from ._labels import enum_value
 
 __all__ = ["TaskInstrumentation"]
@@ -40,7 +41,7 @@ class _Bucket:
 class TaskInstrumentation:
     """Task completions and validation checks (see the module docstring)."""
 
-    __slots__ = ("_buckets", "_closed", "_lock", "bucket_s", "now", "telemetry", "window_s")
+    __slots__ = ("_buckets", "_gauges", "_lock", "bucket_s", "now", "telemetry", "window_s")
 
     def __init__(self, telemetry: Telemetry, *, window_s: float = 86400.0, bucket_s: float = 60.0,
                  now: Callable[[], float] = time.time) -> None:
@@ -52,8 +53,8 @@ class TaskInstrumentation:
         self.now = now
         self._buckets: collections.deque[_Bucket] = collections.deque()
         self._lock = threading.Lock()  # complete() on the host's threads, the rate on the exporter's
-        self._closed = False
-        telemetry.observe("task_completion_rate", self._observe_rate)
+        self._gauges = GaugeCallbacks(telemetry)
+        self._gauges.observe("task_completion_rate", self._observe_rate)
 
     def complete(self, task_id: str | None, status: str, phase: str, *, duration_s: float | None = None,
                  latency_s: float | None = None) -> None:
@@ -111,7 +112,8 @@ class TaskInstrumentation:
         return successes / total if total else None
 
     def close(self) -> None:
-        self._closed = True
+        """Stop reporting the completion rate."""
+        self._gauges.close()
 
     def _remember(self, success: bool) -> None:
         now = self.now()
@@ -130,8 +132,6 @@ class TaskInstrumentation:
             self._buckets.popleft()
 
     def _observe_rate(self) -> Iterable[tuple[float, None]]:
-        if self._closed:
-            return
         rate = self.completion_rate()
         if rate is not None:
             yield rate, None
