@@ -27,13 +27,14 @@ from ._frames import (
 )
 from ._observer import FrameObserver
 from ._server import GatewayServer, inject_traceparent, start_collectors
-from ._workspace import Workspace
+from ._workspace import ForeignWorkspaceError, Workspace
 
 __all__ = [
     "CronJob",
     "DemoStats",
     "EmbeddedRuntime",
     "EventFrame",
+    "ForeignWorkspaceError",
     "Frame",
     "FrameError",
     "FrameObserver",

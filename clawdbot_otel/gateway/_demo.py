@@ -5,6 +5,9 @@ cron.*, health) with a fixed mix: plain turns, tool calls, a share of failing an
 errors and retries, sub-agent spawns (spawn queue), inbox messages, stale heartbeats, failed
 validations, invalid frames and a bad token now and then. The embedded gateway turns the message
 words into those behaviours (see `_embedded`); a real gateway just answers them as turns.
+
+A failure of a scenario that provokes one on purpose (`PROVOKED_FAILURES`) is expected; any other
+failure is unexpected, listed in the summary, and makes `DemoStats.exit_status` non-zero.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, TextIO
 
 from ._client import GatewayClient, GatewayError
 
-__all__ = ["SCENARIOS", "DemoStats", "run_demo"]
+__all__ = ["PROVOKED_FAILURES", "SCENARIOS", "DemoStats", "run_demo"]
 
 #: (name, weight, what it does). Agent turns carry the words the embedded runtime reacts to.
 SCENARIOS: tuple[tuple[str, int, str], ...] = (
@@ -46,24 +49,57 @@ SCENARIOS: tuple[tuple[str, int, str], ...] = (
 )
 
 
+#: The scenarios that make the gateway fail on purpose: their failures are expected. (A failing tool
+#: fails the tool call, not the turn, on the embedded runtime; a real gateway's model may give up.)
+PROVOKED_FAILURES = frozenset({"failing_tool", "model_error", "bad_frame", "bad_token"})
+_MAX_ERROR_KINDS = 20  # distinct unexpected errors remembered for the summary
+
+
 @dataclass
 class DemoStats:
     started: float = field(default_factory=time.monotonic)
     ops: Counter[str] = field(default_factory=Counter)
     ok: int = 0
-    failed: int = 0
     expected_failures: int = 0
+    unexpected_failures: int = 0
+    #: "scenario: error" -> count, for the unexpected failures (the first `_MAX_ERROR_KINDS` kinds)
+    unexpected: Counter[str] = field(default_factory=Counter)
     connections: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.expected_failures + self.unexpected_failures
+
+    @property
+    def exit_status(self) -> int:
+        """0 when every failure was provoked on purpose, else 1 (the `demo` command's exit status)."""
+        return 1 if self.unexpected_failures else 0
+
+    def record_failure(self, scenario: str, exc: BaseException) -> None:
+        # Provoked means answered with an error: a timeout or a lost connection is never on purpose.
+        if scenario in PROVOKED_FAILURES and isinstance(exc, GatewayError):
+            self.expected_failures += 1
+            return
+        self.unexpected_failures += 1
+        kind = f"{scenario}: {type(exc).__name__}: {exc}"[:200]
+        if kind in self.unexpected or len(self.unexpected) < _MAX_ERROR_KINDS:
+            self.unexpected[kind] += 1
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         total = self.ok + self.failed
         top = ", ".join(f"{k} {v}" for k, v in self.ops.most_common(4))
         return (f"demo {elapsed:5.0f}s  ops {total} ({total / max(elapsed, 1e-9):.1f}/s)  ok {self.ok}  "
-                f"failed {self.failed} (expected {self.expected_failures})  connections {self.connections}  [{top}]")
+                f"failed {self.failed} (expected {self.expected_failures}, unexpected {self.unexpected_failures})  "
+                f"connections {self.connections}  [{top}]")
 
-
-_EXPECTED_TO_FAIL = frozenset({"model_error", "bad_frame", "bad_token"})
+    def summary(self) -> str:
+        """The last line, and what failed unexpectedly (most frequent first)."""
+        lines = [self.line()]
+        if self.unexpected_failures:
+            lines.append(f"unexpected failures ({self.unexpected_failures}):")
+            lines += [f"  {count:5d}  {kind}" for kind, count in self.unexpected.most_common(10)]
+        return "\n".join(lines)
 
 
 async def _scenario(name: str, text: str, client: GatewayClient, url: str, *, rng: random.Random) -> None:
@@ -127,9 +163,7 @@ async def _worker(url: str, token: str | None, deadline: float, stats: DemoStats
                                        max(deadline - time.monotonic(), 0.1) + 30)
                 stats.ok += 1
             except (GatewayError, TimeoutError, ConnectionError) as exc:
-                stats.failed += 1
-                if name in _EXPECTED_TO_FAIL or isinstance(exc, GatewayError):
-                    stats.expected_failures += 1
+                stats.record_failure(name, exc)
                 if isinstance(exc, ConnectionError | TimeoutError):
                     with contextlib.suppress(Exception):
                         await client.close()
@@ -176,6 +210,6 @@ async def run_demo(url: str, *, token: str | None = None, duration_s: float = 60
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     if out is not None:
-        out.write(("\r\x1b[K" if tty else "") + stats.line() + "\n")
+        out.write(("\r\x1b[K" if tty else "") + stats.summary() + "\n")
         out.flush()
     return stats

@@ -14,15 +14,20 @@ Behaviour is chosen by the message text, so tests are deterministic and the demo
     "stale" -> the task's heartbeat file is left behind; "invalid" -> the L2 validation fails;
     "opus" / "haiku" -> that model family.
 
-Side effects are real files in the workspace folders (`_workspace.Workspace`).
+Side effects are real files in the workspace folders (`_workspace.Workspace`), which the runtime
+answers, archives and deletes: it runs only in a workspace it created (`claim_for_simulation`). File
+work runs in worker threads, so a slow disk or a FIFO among the files never stalls the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import random
 import re
+import stat
 import time
 import uuid
 from collections import OrderedDict
@@ -30,8 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
-
-import orjson
 
 from ._frames import (
     ERROR_INVALID_REQUEST,
@@ -41,7 +44,7 @@ from ._frames import (
     error_response,
     response,
 )
-from ._workspace import Workspace, write_json
+from ._workspace import Workspace, read_json, write_json
 
 __all__ = ["DEFAULT_CRON_JOBS", "CronJob", "EmbeddedRuntime", "Peer"]
 
@@ -54,7 +57,9 @@ METHODS = ("connect", "agent", "agent.wait", "sessions.list", "sessions.usage", 
            "cron.run", "cron.runs", "health", "status")
 EVENTS = ("connect.challenge", "agent", "chat", "task", "cron", "health", "tick")
 KNOWN_AGENTS = ("main", "coordinator", "researcher", "builder", "reviewer")
-TOOLS = ("ls", "read", "exec", "web_search", "write")
+#: Tool -> the argument summary the real gateway shows as the item's `meta` (and in its title).
+TOOL_META = {"ls": ".", "read": "README.md", "exec": "make test", "web_search": "release notes", "write": "notes.md"}
+TOOLS = tuple(TOOL_META)
 _MESSAGE_TO = re.compile(r"message\s+([a-z][a-z0-9_-]{0,31})")
 
 
@@ -141,7 +146,7 @@ class EmbeddedRuntime:
         seed: int | None = None,
         trace_lookup: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.workspace = workspace.create()
+        self.workspace = workspace.claim_for_simulation()
         self.broadcast = broadcast
         self.token = token
         self.time_scale = time_scale
@@ -235,7 +240,7 @@ class EmbeddedRuntime:
             "type": "hello-ok", "protocol": PROTOCOL_VERSION,
             "server": {"version": SERVER_VERSION, "bootId": self.boot_id, "connId": peer.id},
             "features": {"methods": list(METHODS), "events": list(EVENTS)},
-            "snapshot": {"health": self._health()},
+            "snapshot": {"health": self._health(), "uptimeMs": _now_ms() - self.started_ms},
             "auth": {"method": "token" if self.token is not None else "none",
                      "role": params.get("role") or "operator", "scopes": scopes},
             "policy": {"maxPayload": 26214400, "maxBufferedBytes": 52428800,
@@ -445,13 +450,15 @@ class EmbeddedRuntime:
             self.broadcast("task", {"action": "upserted", "task": dict(task)})
 
         task_event(execution={"state": "running"})
-        heartbeat = self._spawn(self._heartbeat(task, model, stale="stale" in text))
+        stop_heartbeat = asyncio.Event()
+        heartbeat = self._spawn(self._heartbeat(task, model, stop_heartbeat, stale="stale" in text))
         started_at = _now_ms()
         agent_event("lifecycle", {"phase": "start", "startedAt": started_at})
         usage = {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}
         calls = 0
         output_total = 0
         tools_planned = self._plan_tools(text)
+        tools_completed: list[str] = []
         fail_model = "fail the model" in text or "model error" in text
         flaky = "flaky" in text
         error: str | None = None
@@ -471,10 +478,16 @@ class EmbeddedRuntime:
                     if attempts >= 3:
                         error = "The AI service is temporarily overloaded. Please try again in a moment."
                         break
-                    agent_event("run_status", {"phase": "retrying", "retryAttempt": attempts, "maxRetries": 2,
-                                               "delayMs": 200, "attempt": attempts + 1, "maxAttempts": 3,
-                                               "reason": "overloaded"}, with_session=False)
-                    await self._sleep(0.2)
+                    delay_ms = 200
+                    agent_event("run_status", {
+                        "phase": "retrying", "retryAttempt": attempts, "maxRetries": 2, "delayMs": delay_ms,
+                        "attempt": attempts + 1, "maxAttempts": 3, "reason": "overloaded",
+                        "message": f"Provider temporarily unavailable. Retrying in {math.ceil(delay_ms / 1000)}s "
+                                   f"({attempts}/2)."}, with_session=False)
+                    # The real gateway clears the failed attempt's (empty) reply before it retries.
+                    agent_event("assistant", {"itemId": f"{uuid.uuid4()}:1", "text": "", "delta": "", "replace": True},
+                                with_session=False)
+                    await self._sleep(delay_ms / 1000)
                     agent_event("lifecycle", {"phase": "start", "startedAt": _now_ms()})
                     continue
                 calls += 1
@@ -488,7 +501,8 @@ class EmbeddedRuntime:
                     produced = self._rng.randint(8, 40)
                     output_total += produced
                     agent_event("usage", {"outputTokens": output_total}, with_session=False)
-                    await self._tool_call(run, tool, text, agent_event)
+                    if await self._tool_call(run, tool, text, agent_event):
+                        tools_completed.append(tool.partition("!")[0])
                     continue
                 produced = self._rng.randint(12, 180)
                 output_total += produced
@@ -504,15 +518,27 @@ class EmbeddedRuntime:
                                           "livenessState": "working", "endedAt": _now_ms()})
                 break
         finally:
-            heartbeat.cancel()
+            stop_heartbeat.set()
         usage["output"] = output_total
         agent_event("lifecycle", {"phase": "model", "provider": None, "model": None})
         ended_at = _now_ms()
+        # Validation goes out while the run is open (as the real gateway's "execution finished" task
+        # event does): the observer parents it on the session span, and a run without a request (cron,
+        # sub-agent) is closed by its lifecycle end.
+        task_event(execution={"state": "finished"},
+                   validation=self._validations(text, ended_at) if error is None else [])
         end: dict[str, Any] = {"phase": "end", "startedAt": started_at, "endedAt": ended_at, "aborted": False,
                                "stopReason": "error" if error else "stop", "livenessState": "working",
                                "executionSettled": True}
         if error:
             end["error"] = error
+        else:
+            end["terminalReceipt"] = {
+                "runId": run.run_id, "sessionId": session.session_id, "turnId": run.run_id,
+                "requested": {"provider": PROVIDER, "model": model},
+                "effective": {"provider": PROVIDER, "model": model, "responseModel": model},
+                "successfulToolNames": tools_completed, "rerouted": False, "terminalDisposition": "visible"}
+            end["terminalReply"] = {"disposition": "visible", "text": reply}
         agent_event("lifecycle", end)
         price_in, price_out = PRICES[family]
         cost = (usage["input"] * price_in + usage["output"] * price_out + usage["cacheRead"] * price_in * 0.1
@@ -528,10 +554,12 @@ class EmbeddedRuntime:
             self.broadcast("chat", {**base, "seq": seq, "state": "final", "stopReason": "stop",
                                     "message": {"role": "assistant", "content": [{"type": "text", "text": reply}],
                                                 "timestamp": ended_at}})
-        validation = self._validations(text, ended_at) if error is None else []
-        self._finish_heartbeat(task, model, "failed" if error else "completed")
-        task_event(status="failed" if error else "completed", execution={"state": "finished"}, endedAt=ended_at,
-                   terminalSummary="failed" if error else "completed", validation=validation)
+        with contextlib.suppress(Exception):
+            await heartbeat  # its last write must land before the final one
+        await self._finish_heartbeat(task, model, "failed" if error else "completed")
+        del task["validation"]  # reported once, above
+        task_event(status="failed" if error else "completed", endedAt=ended_at,
+                   terminalSummary="failed" if error else "completed")
         if error is not None:
             return {"ok": False, "error": error, "endedAt": ended_at}
         usage_out = {**usage, "total": total, "cost": {"total": cost}}
@@ -556,12 +584,16 @@ class EmbeddedRuntime:
             plan.append(self._rng.choice(TOOLS))
         return plan
 
-    async def _tool_call(self, run: _Run, tool: str, text: str, agent_event: Callable[..., None]) -> None:
+    async def _tool_call(self, run: _Run, tool: str, text: str, agent_event: Callable[..., None]) -> bool:
+        """One tool call as `item` events; True when it completed."""
         name, _, mode = tool.partition("!")
         call_id = f"toolu_{uuid.uuid4().hex[:20]}"
         started = _now_ms()
+        match = _MESSAGE_TO.search(text)
+        recipient = match.group(1) if match else "coordinator"
+        meta = recipient if name == "sessions_send" else TOOL_META.get(name, "")
         item = {"itemId": f"tool:{call_id}", "toolCallId": call_id, "name": name, "kind": "tool",
-                "title": name, "commandBearing": name == "exec"}
+                "title": f"{name.capitalize()} {meta}".rstrip(), "meta": meta, "commandBearing": name == "exec"}
         agent_event("item", {**item, "phase": "start", "status": "running", "startedAt": started},
                     with_session=False)
         status, error = "completed", None
@@ -571,8 +603,7 @@ class EmbeddedRuntime:
                 if result.get("status") != "spawned":
                     status, error = "error", str(result.get("error") or "spawn failed")
             elif name == "sessions_send":
-                match = _MESSAGE_TO.search(text)
-                self._send_inbox(run.agent_id, match.group(1) if match else "coordinator", text)
+                self._send_inbox(run, recipient, text)
                 await self._sleep(0.02)
             elif mode == "fail":
                 await self._sleep(self._rng.uniform(0.02, 0.1))
@@ -588,6 +619,7 @@ class EmbeddedRuntime:
             end["error"] = error
             end["isError"] = True
         agent_event("item", end, with_session=False)
+        return error is None
 
     def _validations(self, text: str, at: int) -> list[dict[str, Any]]:
         out = [{"layer": "L1", "result": "pass", "at": at}]
@@ -602,27 +634,40 @@ class EmbeddedRuntime:
         return out
 
     # --- heartbeats, spawn queue, inbox ------------------------------------------------------------
-    async def _heartbeat(self, task: dict[str, Any], model: str, *, stale: bool) -> None:
-        """Rewrite the task's heartbeat file while it runs (a "stale" task writes once and goes quiet)."""
+    # File work goes through asyncio.to_thread: a slow disk must not stall the gateway's event loop.
+    def _trace_fields(self, run: _Run) -> dict[str, str]:
+        """The run's session as a `traceparent` field: the watchers parent their spans on it."""
+        traceparent = self.trace_lookup(run.run_id) if self.trace_lookup is not None else None
+        return {"traceparent": traceparent} if traceparent else {}
+
+    async def _heartbeat(self, task: dict[str, Any], model: str, stop: asyncio.Event, *, stale: bool) -> None:
+        """Rewrite the task's heartbeat file until `stop` (a "stale" task writes once and goes quiet)."""
         path = self.workspace.heartbeats / f"{task['taskId']}.json"
         record = {"taskId": task["taskId"], "status": "running", "startedAt": task["startedAt"],
                   "lastUpdate": _now_ms(), "model": model, "agentId": task["agentId"],
                   "sessionKey": task["sessionKey"], "runId": task["runId"]}
+        interval_s = self.heartbeat_interval_s * min(self.time_scale, 1.0)
         while True:
             record["lastUpdate"] = _now_ms()
-            write_json(path, record)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(write_json, path, record)
             if stale:  # a task that died without cleaning up: the file stays, never updated
                 self._stale_heartbeats.add(path)
                 return
-            await asyncio.sleep(self.heartbeat_interval_s * min(self.time_scale, 1.0))
+            # Stopped, not cancelled: a write in flight in its thread would land after the final one.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set():
+                return
 
-    def _finish_heartbeat(self, task: dict[str, Any], model: str, status: str) -> None:
+    async def _finish_heartbeat(self, task: dict[str, Any], model: str, status: str) -> None:
         path = self.workspace.heartbeats / f"{task['taskId']}.json"
         if path in self._stale_heartbeats:
             return
         with contextlib.suppress(OSError):
-            write_json(path, {"taskId": task["taskId"], "status": status, "startedAt": task["startedAt"],
-                              "lastUpdate": _now_ms(), "model": model, "agentId": task["agentId"]})
+            await asyncio.to_thread(write_json, path, {
+                "taskId": task["taskId"], "status": status, "startedAt": task["startedAt"], "lastUpdate": _now_ms(),
+                "model": model, "agentId": task["agentId"]})
 
     async def _request_spawn(self, run: _Run, text: str) -> dict[str, Any]:
         request_id = f"spawn-{uuid.uuid4().hex[:12]}"
@@ -630,38 +675,48 @@ class EmbeddedRuntime:
         label = self._rng.choice(("researcher", "builder", "reviewer"))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._spawned[request_id] = future
-        write_json(self.workspace.spawn_requests / f"{request_id}.json", {
-            "requestId": request_id, "requestedBy": run.session_key, "requestedAt": _now_ms(),
-            "spawn": {"label": label, "model": MODELS[family], "task": f"sub-task of: {text[:100]}"},
-            "waitForResult": False, "parentRunId": run.run_id, "agentId": run.agent_id,
-            "traceparent": self.trace_lookup(run.run_id) if self.trace_lookup else None,
-        })
         try:
+            await asyncio.to_thread(write_json, self.workspace.spawn_requests / f"{request_id}.json", {
+                "requestId": request_id, "requestedBy": run.session_key, "requestedAt": _now_ms(),
+                "spawn": {"label": label, "model": MODELS[family], "task": f"sub-task of: {text[:100]}"},
+                "waitForResult": False, "parentRunId": run.run_id, "agentId": run.agent_id,
+                **self._trace_fields(run),
+            })
             return await asyncio.wait_for(future, 60 * max(self.time_scale, 0.1))
+        except OSError as exc:
+            return {"status": "failed", "error": f"cannot write the spawn request: {exc.strerror or exc}"}
         finally:
             self._spawned.pop(request_id, None)
+
+    def _unanswered_requests(self) -> list[str]:
+        """Names of the request files that are regular files without a response (in a thread)."""
+        with os.scandir(self.workspace.spawn_responses) as entries:
+            answered = {entry.name for entry in entries}
+        with os.scandir(self.workspace.spawn_requests) as entries:
+            # is_file(): a FIFO or folder named *.json is not a request (reading a FIFO would block).
+            return sorted(entry.name for entry in entries
+                          if entry.name.endswith(".json") and not entry.name.startswith(".")
+                          and entry.name not in answered and entry.is_file())
 
     async def _spawn_queue_loop(self) -> None:
         """The spawner: pick up request files without a response, answer them, run the sub-agent."""
         while True:
             await asyncio.sleep(0.25 * min(self.time_scale * 4, 1.0))
             try:
-                pending = [p for p in self.workspace.spawn_requests.glob("*.json")
-                           if p.name not in self._picked_up
-                           and not (self.workspace.spawn_responses / p.name).exists()]
+                pending = await asyncio.to_thread(self._unanswered_requests)
             except OSError:
                 continue
-            for path in sorted(pending)[:20]:
-                self._picked_up.add(path.name)
-                self._spawn(self._process_spawn(path))
+            for name in [n for n in pending if n not in self._picked_up][:20]:
+                self._picked_up.add(name)
+                self._spawn(self._process_spawn(name))
 
-    async def _process_spawn(self, path: Path) -> None:
-        response_path = self.workspace.spawn_responses / path.name
+    async def _process_spawn(self, name: str) -> None:
+        path = self.workspace.spawn_requests / name
+        response_path = self.workspace.spawn_responses / name
         try:
-            try:
-                request = orjson.loads(path.read_bytes())
-            except (OSError, ValueError):
-                return
+            request = await asyncio.to_thread(read_json, path)
+            if not isinstance(request, dict):
+                return  # not a request (yet): retried at the next pass
             request_id = str(request.get("requestId") or path.stem)
             await self._sleep(self._rng.uniform(0.2, 1.5))  # queue latency: request -> spawn
             agent_id = str(request.get("agentId") or "main")
@@ -669,11 +724,13 @@ class EmbeddedRuntime:
             run_id = str(uuid.uuid4())
             answer = {"requestId": request_id, "processedAt": _now_ms(), "status": "spawned",
                       "sessionKey": session_key, "runId": run_id}
-            write_json(response_path, answer)
+            await asyncio.to_thread(write_json, response_path, answer)
             future = self._spawned.get(request_id)
             if future is not None and not future.done():
                 future.set_result(answer)
-            spawn = request.get("spawn") if isinstance(request.get("spawn"), dict) else {}
+            spawn = request.get("spawn")
+            if not isinstance(spawn, dict):
+                spawn = {}
             model = spawn.get("model") if isinstance(spawn.get("model"), str) else None
             task_text = str(spawn.get("task") or "sub-task").replace("spawn", "do").replace("message", "note")
             run = self._new_run(run_id, session_key, agent_id)
@@ -681,65 +738,85 @@ class EmbeddedRuntime:
             final = {**answer, "status": "completed" if result.get("ok") else "failed"}
             if not result.get("ok"):
                 final["error"] = result.get("error")
-            write_json(response_path, final)
+            await asyncio.to_thread(write_json, response_path, final)
+        except OSError:
+            return  # a response that cannot be written: the requester times out, as with a dead spawner
         finally:
-            self._picked_up.discard(path.name)
+            self._picked_up.discard(name)
 
-    def _send_inbox(self, sender: str, recipient: str, text: str) -> None:
+    def _send_inbox(self, run: _Run, recipient: str, text: str) -> None:
         """Route one message: after a delivery delay it lands in the recipient's inbox (or failed/)."""
-        message = {"id": f"msg-{uuid.uuid4().hex[:12]}", "timestamp": _now_ms(), "from": sender, "to": recipient,
-                   "type": "request", "subject": text[:60], "content": text[:200]}
+        message = {"id": f"msg-{uuid.uuid4().hex[:12]}", "timestamp": _now_ms(), "from": run.agent_id,
+                   "to": recipient, "type": "request", "subject": text[:60], "content": text[:200],
+                   **self._trace_fields(run)}
+        folder = self.workspace.inboxes / recipient
+        if recipient not in KNOWN_AGENTS:
+            folder = folder / "failed"
+            message["error"] = f"no such agent: {recipient}"
 
-        async def deliver() -> None:
-            await self._sleep(self._rng.uniform(0.05, 0.8))
-            folder = self.workspace.inboxes / recipient
-            if recipient not in KNOWN_AGENTS:
-                folder = folder / "failed"
-                message["error"] = f"no such agent: {recipient}"
+        def write() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / f"{message['id']}.json", message)
 
+        async def deliver() -> None:
+            await self._sleep(self._rng.uniform(0.05, 0.8))
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(write)
+
         self._spawn(deliver())
 
+    def _archive_read_messages(self, cutoff: float) -> None:
+        """The recipients read their messages: one delivered before `cutoff` moves to archive/ (in a thread)."""
+        for path in list(self.workspace.inboxes.glob("*/*.json"))[:200]:
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime <= cutoff:
+                    archive = path.parent / "archive"
+                    archive.mkdir(exist_ok=True)
+                    path.replace(archive / path.name)
+
     async def _inbox_loop(self) -> None:
-        """The recipients read their messages: a delivered message is archived after a short while."""
         while True:
             await asyncio.sleep(0.5 * min(self.time_scale * 2, 1.0))
-            cutoff = time.time() - 2.0 * self.time_scale
-            try:
-                files = list(self.workspace.inboxes.glob("*/*.json"))
-            except OSError:
-                continue
-            for path in files[:200]:
-                with contextlib.suppress(OSError):
-                    if path.stat().st_mtime <= cutoff:
-                        archive = path.parent / "archive"
-                        archive.mkdir(exist_ok=True)
-                        path.replace(archive / path.name)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._archive_read_messages, time.time() - 2.0 * self.time_scale)
 
-    async def _cleanup_loop(self) -> None:
-        """Bounded disk: answered spawn requests, archived messages and old heartbeats expire."""
-        while True:
-            await asyncio.sleep(10)
-            now = time.time()
-            cutoff = now - self.retention_s
-            ws = self.workspace
-            for path in ws.spawn_responses.glob("*.json"):
+    def _expire_files(self, now: float) -> set[Path]:
+        """Bounded disk: answered spawn requests, archived messages and old heartbeats expire (in a thread).
+
+        Returns the heartbeat files it removed.
+        """
+        cutoff = now - self.retention_s
+        ws = self.workspace
+        for path in ws.spawn_responses.glob("*.json"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    (ws.spawn_requests / path.name).unlink(missing_ok=True)
+                    path.unlink()
+        for pattern in ("*/archive/*.json", "*/failed/*.json"):
+            for path in ws.inboxes.glob(pattern):
                 with contextlib.suppress(OSError):
                     if path.stat().st_mtime < cutoff:
-                        (ws.spawn_requests / path.name).unlink(missing_ok=True)
                         path.unlink()
-            for pattern in ("*/archive/*.json", "*/failed/*.json"):
-                for path in ws.inboxes.glob(pattern):
-                    with contextlib.suppress(OSError):
-                        if path.stat().st_mtime < cutoff:
-                            path.unlink()
-            for path in ws.heartbeats.glob("*.json"):
-                with contextlib.suppress(OSError, ValueError):
-                    age = now - path.stat().st_mtime
-                    if age > self.retention_s or (age > 30 and b'"running"' not in path.read_bytes()):
-                        path.unlink()
-                        self._stale_heartbeats.discard(path)
+        removed: set[Path] = set()
+        for path in ws.heartbeats.glob("*.json"):
+            with contextlib.suppress(OSError):
+                age = now - path.stat().st_mtime
+                record = read_json(path) if age > 30 else None
+                running = isinstance(record, dict) and record.get("status") == "running"
+                if age > self.retention_s or (age > 30 and not running):
+                    path.unlink()
+                    removed.add(path)
+        return removed
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            try:
+                removed = await asyncio.to_thread(self._expire_files, time.time())
+            except OSError:
+                continue
+            self._stale_heartbeats -= removed
 
     # --- cron, tick ------------------------------------------------------------------------------
     async def _cron_loop(self) -> None:

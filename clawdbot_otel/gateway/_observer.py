@@ -27,6 +27,7 @@ import orjson
 from clawdbot_otel._facade import Telemetry
 from clawdbot_otel._spans import SpanHandle, model_family, session_type
 from clawdbot_otel.collect import TaskInstrumentation
+from clawdbot_otel.collect._gauges import GaugeCallbacks
 from clawdbot_otel.conventions import METRICS_BY_NAME, OTHER
 from clawdbot_otel.logfiles import audit as write_audit
 
@@ -50,6 +51,10 @@ _TASK_STATUS = {
     "timed_out": "timeout", "timeout": "timeout",
     "cancelled": OTHER, "canceled": OTHER, "aborted": OTHER,
 }
+#: Methods that start an agent run and answer before it ends (the run is parented on their request span).
+_RUN_STARTING_METHODS = frozenset({"chat.send", "sessions.send", "sessions.create", "sessions.steer"})
+#: Methods that change the gateway's configuration: each goes to the audit channel.
+_CONFIG_METHODS = frozenset({"config.set", "config.apply", "config.patch"})
 _CRON_STATUS = {"ok": "success", "success": "success", "error": "failure", "failed": "failure",
                 "timeout": "timeout", "timed_out": "timeout"}
 
@@ -140,7 +145,7 @@ class _Request:
 class _Run:
     __slots__ = (
         "active_counted", "agent_id", "cost_usd", "deadline_ns", "end_ns", "error_message", "error_type",
-        "id", "last_seq", "model", "model_call", "output_base", "output_tokens", "provider", "request",
+        "id", "last_ns", "last_seq", "model", "model_call", "output_base", "output_tokens", "provider", "request",
         "response_model", "session", "session_key", "start_ns", "stop_reason", "subagent_counted", "tools",
         "type", "usage",
     )
@@ -163,6 +168,7 @@ class _Run:
         self.output_tokens = 0
         self.tools: dict[str, tuple[SpanHandle, str]] = {}
         self.last_seq: int | None = None
+        self.last_ns = 0  # the run's last frame: a run that goes quiet ends there, not at the sweep
         self.stop_reason: str | None = None
         self.error_message: str | None = None
         self.error_type: str | None = None
@@ -226,7 +232,10 @@ class FrameObserver:
         self._seen_events = _LRU(4096)
         self._finished_tasks = _LRU(4096)
         self._finished_runs = _LRU(4096)
-        self._running_jobs: set[str] = set()
+        self._running_jobs: dict[str, int] = {}  # job id -> when its `started` event arrived
+        # run id -> the request span of the call that started it (chat.send, sessions.send answer at
+        # once; the run goes on after the request span ended and is parented on it all the same)
+        self._run_parents: OrderedDict[str, SpanHandle] = OrderedDict()
         self._job_names: dict[str, str] = {}
         self._next_runs: dict[str, float] = {}  # job name -> next run, epoch s
         self._ring_counts = [0] * _WINDOW_S
@@ -234,9 +243,11 @@ class FrameObserver:
         self.started_ns = clock()
         self.last_tick_ns: int | None = None
         self.last_health_ok: bool | None = None
+        self._own_tasks = tasks is None
+        self._gauges = GaugeCallbacks(telemetry)
         if register_gauges:
-            telemetry.observe("gateway_throughput_requests_per_second", self._throughput_observation)
-            telemetry.observe("scheduler_next_run_seconds", self._next_run_observations)
+            self._gauges.observe("gateway_throughput_requests_per_second", self._throughput_observation)
+            self._gauges.observe("scheduler_next_run_seconds", self._next_run_observations)
 
     # --- public feeding API -----------------------------------------------------------------------
     def connection_opened(self, conn_id: str, headers: Mapping[str, str] | None = None) -> None:
@@ -273,12 +284,17 @@ class FrameObserver:
         """Any other frame (`direction` c2s or s2c)."""
         try:
             now = received_ns or self.clock()
-            if isinstance(frame, ResponseFrame):
+            if isinstance(frame, RequestFrame):
+                if direction == "c2s":
+                    self._on_request(conn_id, frame, now)
+                else:
+                    self._source_error("unexpected_s2c_req")
+            elif direction != "s2c":  # only the gateway answers and broadcasts
+                self._source_error(f"unexpected_c2s_{'res' if isinstance(frame, ResponseFrame) else 'event'}")
+            elif isinstance(frame, ResponseFrame):
                 self._on_response(conn_id, frame, now)
-            elif isinstance(frame, EventFrame):
+            else:
                 self._on_event(frame, now)
-            elif direction == "c2s":
-                self._on_request(conn_id, frame, now)
         except Exception:
             self._internal_error()
 
@@ -303,9 +319,34 @@ class FrameObserver:
                 for req in [r for r in conn.requests.values() if r.deadline_ns <= now]:
                     self._end_request(req, now, "timeout", "timeout", "no response")
                     ended += 1
+            for job_id in [j for j, started in self._running_jobs.items() if now - started > self.run_timeout_ns]:
+                del self._running_jobs[job_id]  # its `finished` event never came: not running any more
+                self.telemetry.increment("scheduler_jobs_active", None, -1)
         except Exception:
             self._internal_error()
         return ended
+
+    def close(self, now_ns: int | None = None) -> None:
+        """The gateway stops: end every open run and request now, marked as cut short."""
+        now = now_ns or self.clock()
+        try:
+            for run in list(self._runs.values()):
+                if run.end_ns is not None:
+                    self._finish_run(run, now)
+                else:
+                    self._timeout_run(run, now, "gateway stopped before the run finished")
+            for conn in list(self._conns.values()):
+                for req in list(conn.requests.values()):
+                    self._end_request(req, now, "failure", "runtime", "gateway stopped before the response")
+            if self._running_jobs:
+                self.telemetry.increment("scheduler_jobs_active", None, -len(self._running_jobs))
+                self._running_jobs.clear()
+        except Exception:
+            self._internal_error()
+        finally:
+            self._gauges.close()
+            if self._own_tasks:
+                self.tasks.close()
 
     def run_traceparent(self, run_id: str) -> str | None:
         """The session span of a live run, as a `traceparent` (for work the run hands on)."""
@@ -358,6 +399,10 @@ class FrameObserver:
             if isinstance(key, str):
                 req.run_key = key
                 self._run_requests[key] = req
+        elif method in _RUN_STARTING_METHODS and params is not None:
+            key = params.get("idempotencyKey")
+            if isinstance(key, str):  # OpenClaw uses it as the run id of the turn it starts
+                self._set_run_parent(key, span)
         old = conn.requests.get(frame.id)
         if old is not None:  # a reused id: the earlier request will never get its response
             self._end_request(old, now, "failure", "protocol", "request id reused")
@@ -384,9 +429,13 @@ class FrameObserver:
         if req.method == "agent":
             self._on_agent_response(req, frame, payload, now)
             return
+        if req.method in _CONFIG_METHODS:
+            self._config_change(req, frame)
         if frame.ok:
             if self.count_cron and req.method == "cron.list":
                 self._cron_list(payload, now)
+            if req.method in _RUN_STARTING_METHODS and isinstance(payload.get("runId"), str):
+                self._set_run_parent(payload["runId"], req.span)
             self._end_request(req, now, "success")
         else:
             error_type = _error_type(frame.error)
@@ -461,6 +510,22 @@ class FrameObserver:
             self._ring_secs[idx] = sec
             self._ring_counts[idx] = 0
         self._ring_counts[idx] += 1
+
+    def _set_run_parent(self, run_id: str, span: SpanHandle) -> None:
+        parents = self._run_parents
+        parents[run_id] = span
+        if len(parents) > 4096:
+            parents.popitem(last=False)
+
+    def _config_change(self, req: _Request, frame: ResponseFrame) -> None:
+        """config.set/apply/patch through the gateway: an audit record with who and whether it applied."""
+        conn = req.conn
+        metadata: dict[str, Any] = {"method": req.method, "request_id": req.id, "connection_id": conn.id,
+                                    "client_id": conn.client_id}
+        if not frame.ok:
+            metadata["error"] = self._error_message(frame.error)
+        write_audit("config.change", outcome="success" if frame.ok else "failure", actor=conn.client_id,
+                    telemetry=self.telemetry, metadata=metadata)
 
     def _evict_oldest_request(self, now: int) -> None:
         oldest: _Request | None = None
@@ -537,6 +602,7 @@ class FrameObserver:
                 return  # the same event seen on another connection
             run.last_seq = seq
         ts = _ts(payload.get("ts"), now)
+        run.last_ns = max(run.last_ns, ts)
         if run.session_key is None and isinstance(payload.get("sessionKey"), str):
             run.session_key = payload["sessionKey"]
             run.type = session_type(run.session_key)
@@ -567,8 +633,8 @@ class FrameObserver:
 
     def _ensure_session(self, run: _Run, ts: int) -> SpanHandle:
         if run.session is None:
-            parent = run.request.span if run.request is not None else None
-            start = ts if parent is None else max(ts, run.request.start_ns)  # type: ignore[union-attr]
+            parent = run.request.span if run.request is not None else self._run_parents.pop(run.id, None)
+            start = ts if run.request is None else max(ts, run.request.start_ns)
             run.start_ns = start
             agent = run.agent_id or "agent"
             run.session = self.telemetry.session_span(
@@ -656,7 +722,10 @@ class FrameObserver:
                 return
             session = self._ensure_session(run, ts)
             start = _ts(data.get("startedAt"), ts)
-            span = self.telemetry.tool_call_span(name, call_id=call_id, parent=session, start_time=start).start()
+            self._end_model_call(run, start, None)  # the model's answer asked for this tool: that call is over
+            summary = data.get("title") or data.get("meta")  # recorded only with content capture on
+            span = self.telemetry.tool_call_span(name, call_id=call_id, params=summary, parent=session,
+                                                 start_time=start).start()
             run.tools[call_id] = (span, name)
         elif phase in ("end", "error"):
             if call_id not in run.tools:  # an end without a start: still one span, zero length
@@ -701,7 +770,8 @@ class FrameObserver:
         if _num(meta.get("costUsd")) is not None:
             run.cost_usd = _num(meta.get("costUsd"))
 
-    def _finish_run(self, run: _Run, now: int, status: str | None = None) -> None:
+    def _finish_run(self, run: _Run, now: int, status: str | None = None,
+                    timeout_message: str = "run did not finish in time") -> None:
         if self._runs.pop(run.id, None) is None:
             return
         self._finished_runs.add(run.id)
@@ -742,7 +812,7 @@ class FrameObserver:
             session.update({"gen_ai.request.model": run.model, "clawdbot.session.model": family,
                             "gen_ai.provider.name": run.provider})
         if status == "timeout":
-            session.set_status("timeout", "run did not finish in time", "timeout")
+            session.set_status("timeout", timeout_message, "timeout")
             tel.increment("session_errors_total", {"error_type": "timeout"})
         elif run.error_message is not None:
             session.set_status("failure", run.error_message, run.error_type or "runtime")
@@ -767,19 +837,21 @@ class FrameObserver:
                       "error": run.error_message},
         )
 
-    def _timeout_run(self, run: _Run, now: int) -> None:
+    def _timeout_run(self, run: _Run, now: int, message: str = "run did not finish in time") -> None:
+        """End a run that went quiet (or the gateway stops): its spans end at its last frame."""
+        end = run.last_ns or now
         for call_id in list(run.tools):
-            self._end_tool(run, call_id, now, "timeout", "run timed out")
+            self._end_tool(run, call_id, end, "timeout", message)
         span = run.model_call
         if span is not None:
             run.model_call = None
-            span.set_status("timeout", "run timed out", "timeout")
-            span.end(max(now, span.span.start_time or 0))  # type: ignore[attr-defined]
-        run.end_ns = now
+            span.set_status("timeout", message, "timeout")
+            span.end(max(end, span.span.start_time or 0))  # type: ignore[attr-defined]
+        run.end_ns = end
         req = run.request
-        self._finish_run(run, now, "timeout")
+        self._finish_run(run, now, "timeout", message)
         if req is not None:
-            self._end_request(req, now, "timeout", "timeout", "run did not finish in time")
+            self._end_request(req, now, "timeout", "timeout", message)
 
     # --- tasks, cron -----------------------------------------------------------------------------
     def _task_event(self, payload: Mapping[str, Any], now: int) -> None:
@@ -840,11 +912,10 @@ class FrameObserver:
         tel = self.telemetry
         if action == "started":
             if job_id not in self._running_jobs and len(self._running_jobs) < 1000:
-                self._running_jobs.add(job_id)
+                self._running_jobs[job_id] = now
                 tel.increment("scheduler_jobs_active", None, 1)
         elif action == "finished":
-            if job_id in self._running_jobs:
-                self._running_jobs.discard(job_id)
+            if self._running_jobs.pop(job_id, None) is not None:
                 tel.increment("scheduler_jobs_active", None, -1)
             status = _CRON_STATUS.get(str(payload.get("status") or "ok"), OTHER)
             tel.increment("scheduler_jobs_total", {"job_name": name, "status": status})

@@ -1,8 +1,11 @@
 """The gateway WebSocket server: the embedded runtime, or a transparent proxy in front of a real gateway.
 
 Both modes feed one `FrameObserver`. The proxy's relay path is: receive -> (c2s req only: start the
-request span, put its `traceparent` in the frame) -> send -> observe. Everything else about a frame
-is passed on as received: text stays text, binary stays binary, bytes are untouched, close codes and
+request span, put its `traceparent` in the frame) -> send -> hand the message to the observer queue.
+The observer task parses and observes from that queue, off the relay path: a pump never waits for
+telemetry (a full queue drops the message from telemetry, counted, never from the traffic), and
+messages above `max_observed_bytes` are parsed in a worker thread. Everything else about a frame is
+passed on as received: text stays text, binary stays binary, bytes are untouched, close codes and
 reasons are relayed, and `send()` waiting for the peer to drain is the backpressure (a pump does not
 read the next message until the previous one was written).
 """
@@ -35,6 +38,7 @@ from ._frames import (
     error_response,
     parse_frame,
 )
+from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
 from ._workspace import Workspace
 
@@ -111,6 +115,10 @@ class _Peer:
         self.seq += 1
         self._put(f'{{"type":"event","event":"{event}","payload":{payload_json},"seq":{self.seq}}}')
 
+    def send_challenge(self, payload_json: str) -> None:
+        """The handshake's first frame: as the real gateway sends it, outside the event sequence."""
+        self._put(f'{{"type":"event","event":"connect.challenge","payload":{payload_json}}}')
+
     def close_later(self, code: int, reason: str) -> None:
         self._put((self._CLOSE, code, reason))
 
@@ -150,6 +158,8 @@ class GatewayServer:
         host: str = "127.0.0.1",
         port: int = 18789,
         upstream: str | None = None,
+        upstream_token: str | None = None,
+        monitor_upstream: bool = True,
         workspace: Path | str | None = None,
         token: str | None = None,
         observe: bool = True,
@@ -163,6 +173,7 @@ class GatewayServer:
         sweep_interval_s: float = 5.0,
         run_timeout_s: float = 900.0,
         max_queue: int = 10_000,
+        max_observe_queue: int = 10_000,
         heartbeat_stale_after_s: float = 300.0,
     ) -> None:
         self.telemetry = telemetry
@@ -176,14 +187,27 @@ class GatewayServer:
         self.max_observed_bytes = max_observed_bytes
         self.sweep_interval_s = sweep_interval_s
         self.max_queue = max_queue
-        self.workspace = Workspace(Path(workspace).expanduser()) if workspace else Workspace.default()
+        # (conn id, direction, message, received ns); None as message: the connection closed
+        self._observe_queue: asyncio.Queue[tuple[str, str, str | bytes | None, int]] = asyncio.Queue(
+            max_observe_queue)
+        if workspace:
+            self.workspace = Workspace(Path(workspace).expanduser())
+        elif upstream is None:  # the simulator answers and deletes files: never in the real ~/clawd
+            self.workspace = Workspace.simulation_default()
+        else:  # proxy mode only reads the real scheduler's folders
+            self.workspace = Workspace.default()
         self.collectors_enabled = collectors and observe
         self.collectors: list[Any] = []
         self.observer: FrameObserver | None = None
         if observe:
             # With the spawn-queue watcher running, sub-agents are counted from its response files.
+            # Embedded: the spawn-queue watcher counts sub-agents from its response files (the simulator
+            # spawns through the queue only). Proxy: the observer does, from sub-agent session keys.
             self.observer = FrameObserver(telemetry, run_timeout_s=run_timeout_s,
                                           count_subagents=not (self.collectors_enabled and upstream is None))
+        # Proxy mode: the upstream's liveness and uptime come from a probe connection of our own.
+        self.monitor = (UpstreamMonitor(telemetry, upstream, upstream_token)
+                        if upstream and observe and monitor_upstream else None)
         self.runtime: EmbeddedRuntime | None = None
         if upstream is None:
             self.runtime = EmbeddedRuntime(
@@ -217,10 +241,15 @@ class GatewayServer:
             await self.runtime.start()
         if self.observer is not None:
             self._tasks.append(asyncio.create_task(self._sweep_loop()))
+            if self.upstream is not None:
+                self._tasks.append(asyncio.create_task(self._observe_loop()))
+        if self.monitor is not None:
+            self._tasks.append(asyncio.create_task(self.monitor.run()))
         if self.collectors_enabled:
             self.collectors = start_collectors(self.telemetry, self.workspace, started_at=self.started_at,
-                                               watchers=self.upstream is None,
-                                               heartbeat_stale_after_s=self.heartbeat_stale_after_s)
+                                               create=self.upstream is None,
+                                               heartbeat_stale_after_s=self.heartbeat_stale_after_s,
+                                               uptime=self.monitor.uptime_s if self.monitor is not None else None)
         self.telemetry.log("INFO", "gateway", "Gateway started", metadata={"url": self.url, "mode": self.mode})
 
     async def stop(self) -> None:
@@ -229,6 +258,8 @@ class GatewayServer:
             await self._server.wait_closed()
         if self.runtime is not None:
             await self.runtime.stop()
+        if self.observer is not None:
+            self._drain_observe_queue()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -246,7 +277,7 @@ class GatewayServer:
                     close()
         self.collectors.clear()
         if self.observer is not None:
-            self.observer.sweep(time.time_ns() + 10**15)  # end what is still open, as timeouts
+            self.observer.close()  # what is still open ends now, marked as cut short
         self.telemetry.log("INFO", "gateway", "Gateway stopped", metadata={"url": self.url})
 
     async def __aenter__(self) -> GatewayServer:
@@ -277,6 +308,47 @@ class GatewayServer:
         if self.observe:
             self.telemetry.increment("gateway_errors_total", {"error_type": error_type})
 
+    def _observe_later(self, conn_id: str, direction: str, message: str | bytes | None, received: int) -> None:
+        try:
+            self._observe_queue.put_nowait((conn_id, direction, message, received))
+        except asyncio.QueueFull:  # telemetry falls behind: lose the observation, never the frame
+            self.telemetry.increment("clawdbot_otel_source_errors_total",
+                                     {"source": "frames", "reason": "observer_queue_full"})
+
+    def _observe_one(self, conn_id: str, direction: str, message: str | bytes | None, received: int,
+                     frame: Any = None) -> None:
+        observer = self.observer
+        assert observer is not None
+        if message is None:
+            self.guard(observer.connection_closed, conn_id)
+            return
+        if frame is None:
+            try:
+                frame = parse_frame(message)
+            except FrameError as exc:
+                self.guard(observer.invalid, direction, exc.reason)
+                return
+        self.guard(observer.frame, conn_id, direction, frame, received)
+
+    async def _observe_loop(self) -> None:
+        queue = self._observe_queue
+        limit = self.max_observed_bytes
+        while True:
+            conn_id, direction, message, received = await queue.get()
+            frame = None
+            if message is not None and len(message) > limit:
+                try:  # a large frame is parsed in a thread: the event loop keeps relaying meanwhile
+                    frame = await asyncio.to_thread(parse_frame, message)
+                except FrameError as exc:
+                    self.guard(self.observer.invalid, direction, exc.reason)  # type: ignore[union-attr]
+                    continue
+            self._observe_one(conn_id, direction, message, received, frame)
+
+    def _drain_observe_queue(self) -> None:
+        queue = self._observe_queue
+        while not queue.empty():
+            self._observe_one(*queue.get_nowait())
+
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_interval_s)
@@ -305,7 +377,10 @@ class GatewayServer:
         if self.observer is not None:
             self._open_connections -= 1
             self.telemetry.gauge("gateway_active_connections", self._open_connections)
-            self.guard(self.observer.connection_closed, conn_id, code, reason)
+            if self.upstream is not None:  # after the frames of this connection still queued
+                self._observe_later(conn_id, "close", None, time.time_ns())
+            else:
+                self.guard(self.observer.connection_closed, conn_id, code, reason)
             self.telemetry.log("DEBUG", "gateway", "Connection closed",
                                metadata={"connection_id": conn_id, "code": code, "reason": reason})
 
@@ -331,7 +406,7 @@ class GatewayServer:
             challenge = runtime.challenge()
             if observer is not None:
                 self.guard(observer.frame, conn_id, "s2c", EventFrame("connect.challenge", challenge, None, {}))
-            peer.send_event("connect.challenge", orjson.dumps(challenge).decode())
+            peer.send_challenge(orjson.dumps(challenge).decode())
             async for message in ws:
                 received = time.time_ns()
                 try:
@@ -403,16 +478,22 @@ class GatewayServer:
             self._closed(conn_id, ws.close_code, ws.close_reason or "")
 
     async def _pump_c2s(self, conn_id: str, src: ServerConnection, dst: ClientConnection) -> None:
+        """Requests are parsed here, before they go on: their span's traceparent goes into the frame.
+
+        A request larger than `max_observed_bytes` goes on unchanged (parsing it here would delay it)
+        and is observed from the queue, without a traceparent for the upstream."""
         observer = self.observer
         limit = self.max_observed_bytes
         try:
             async for message in src:
-                if observer is None or len(message) > limit:
+                if observer is None:
                     await dst.send(message)
-                    if observer is not None:
-                        self.guard(observer.invalid, "relay", "oversized")
                     continue
                 received = time.time_ns()
+                if len(message) > limit:
+                    await dst.send(message)
+                    self._observe_later(conn_id, "c2s", message, received)
+                    continue
                 try:
                     frame = parse_frame(message)
                 except FrameError as exc:
@@ -426,55 +507,52 @@ class GatewayServer:
                     await dst.send(message)
                 else:
                     await dst.send(message)
-                    self.guard(observer.frame, conn_id, "c2s", frame, received)
+                    self._observe_later(conn_id, "c2s", message, received)
         except ConnectionClosed:
             pass
 
     async def _pump_s2c(self, conn_id: str, src: ClientConnection, dst: ServerConnection) -> None:
-        observer = self.observer
-        limit = self.max_observed_bytes
+        observe = self.observer is not None
         try:
             async for message in src:
                 await dst.send(message)
-                if observer is None:
-                    continue
-                if len(message) > limit:
-                    self.guard(observer.invalid, "relay", "oversized")
-                    continue
-                received = time.time_ns()
-                try:
-                    frame = parse_frame(message)
-                except FrameError as exc:
-                    self.guard(observer.invalid, "s2c", exc.reason)
-                    continue
-                self.guard(observer.frame, conn_id, "s2c", frame, received)
+                if observe:
+                    self._observe_later(conn_id, "s2c", message, time.time_ns())
         except ConnectionClosed:
             pass
 
 
 def start_collectors(
-    telemetry: Telemetry, workspace: Workspace, *, started_at: float, watchers: bool,
-    heartbeat_stale_after_s: float = 300.0,
+    telemetry: Telemetry, workspace: Workspace, *, started_at: float, create: bool,
+    heartbeat_stale_after_s: float = 300.0, uptime: Callable[[], float | None] | None = None,
 ) -> list[Any]:
     """The one integration point with `clawdbot_otel.collect`, run inside the gateway process.
 
-    Always the resource sampler (gateway uptime, memory, CPU; the workspace's disk); with `watchers`
-    (embedded mode, whose runtime writes the files) the spawn-queue, inbox and heartbeat watchers over
-    the workspace, with short intervals (the demo's files live for seconds).
+    The spawn-queue, inbox and heartbeat watchers over the workspace's scheduler folders and the
+    resource sampler (gateway uptime, memory, CPU; the workspace's disk). With `create` (embedded
+    mode, whose simulated runtime writes the files) the folders are created and scanned often (the
+    demo's files live for seconds); otherwise (proxy mode, the real scheduler's workspace) they are
+    only read, at the watchers' default intervals, and a folder that does not exist yet is waited for.
     """
     from clawdbot_otel.collect import InboxWatcher, ResourceSampler, SpawnQueueWatcher, TaskHeartbeatWatcher
 
-    started: list[Any] = []
-    if watchers:
+    if create:
         workspace.create()
-        started = [
-            SpawnQueueWatcher(telemetry, workspace.spawn_queue, interval_s=0.5),
-            InboxWatcher(telemetry, workspace.inboxes, interval_s=0.5),
-            TaskHeartbeatWatcher(telemetry, workspace.heartbeats, interval_s=2.0,
-                                 stale_after_s=heartbeat_stale_after_s),
-        ]
-        for watcher in started:
-            watcher.start()
+        intervals: dict[str, Any] = {"spawn": {"interval_s": 0.5}, "inbox": {"interval_s": 0.5},
+                                     "heartbeat": {"interval_s": 2.0}}
+    else:
+        # The real queue's history is not recounted at a restart; sub-agents are the observer's to count.
+        intervals = {"spawn": {"count_existing": False, "count_subagents": False},
+                     "inbox": {"count_existing": False}, "heartbeat": {}}
+    started: list[Any] = [
+        SpawnQueueWatcher(telemetry, workspace.spawn_queue, **intervals["spawn"]),
+        InboxWatcher(telemetry, workspace.inboxes, **intervals["inbox"]),
+        TaskHeartbeatWatcher(telemetry, workspace.heartbeats, stale_after_s=heartbeat_stale_after_s,
+                             **intervals["heartbeat"]),
+    ]
+    for watcher in started:
+        watcher.start()
     paths = [str(workspace.root)] if workspace.root.exists() else ["~"]
-    sampler = ResourceSampler(telemetry, paths=paths, process_name="gateway", gateway=True, started_at=started_at)
+    sampler = ResourceSampler(telemetry, paths=paths, process_name="gateway", gateway=True, started_at=started_at,
+                              uptime=uptime)
     return [*started, sampler]

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 import clawdbot_otel.gateway as gateway_pkg
-from clawdbot_otel.gateway import GatewayServer, register, run_demo
+from clawdbot_otel.gateway import EmbeddedRuntime, GatewayServer, register, run_demo
+from clawdbot_otel.gateway._embedded import Peer
+from clawdbot_otel.gateway._frames import ERROR_UNAVAILABLE, error_response
 from clawdbot_otel.testing import capture_telemetry
 
 pytestmark = pytest.mark.timeout(90)
@@ -42,8 +44,9 @@ async def test_demo_reaches_every_collection_point(tmp_path: Path) -> None:
             names = set(cap.collect_metrics())  # while the watchers and the sampler still report
         assert server.observer_errors == []
     assert stats.ok > 20
-    assert stats.failed == stats.expected_failures
-    assert "ops" in out.getvalue()
+    assert stats.unexpected_failures == 0, stats.summary()
+    assert stats.expected_failures > 0 and stats.exit_status == 0  # the provoked ones (bad frame, model error)
+    assert "ops" in out.getvalue() and "unexpected 0" in out.getvalue()
     for name in ("gateway.requests", "gateway.request.latency", "gateway.errors", "gateway.active_connections",
                  "gateway.throughput.requests", "gateway.uptime", "session", "session.duration",
                  "session.tokens_used", "session.cost_usd", "session.tool_calls", "session.errors",
@@ -53,6 +56,27 @@ async def test_demo_reaches_every_collection_point(tmp_path: Path) -> None:
         assert name in names, name
     categories = {str(s.attributes.get("clawdbot.span.category")) for s in cap.finished_spans()}
     assert {"request", "session", "model_call", "tool_call", "spawn", "message", "validation", "job"} <= categories
+
+
+async def test_demo_fails_on_errors_it_did_not_provoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_health(runtime: EmbeddedRuntime, peer: Peer, frame_id: str, params: dict[str, object]) -> None:
+        peer.send_frame(error_response(frame_id, ERROR_UNAVAILABLE, "health check broke"))
+
+    monkeypatch.setitem(EmbeddedRuntime._handlers, "health", broken_health)
+    with capture_telemetry() as cap:
+        server = GatewayServer(cap.telemetry, port=0, workspace=tmp_path / "clawd", time_scale=0.01, cron_jobs=(),
+                               seed=5, collectors=False)
+        async with server:
+            out = io.StringIO()
+            stats = await run_demo(server.url, duration_s=2.0, concurrency=4, seed=11, out=out)
+    assert stats.ops["health"] >= 1  # every scenario runs once first
+    assert stats.unexpected_failures == stats.ops["health"] and stats.exit_status == 1
+    assert list(stats.unexpected) == ["health: GatewayError: UNAVAILABLE: health check broke"]
+    assert stats.expected_failures >= 1  # the bad frame is still an expected failure
+    summary = out.getvalue().splitlines()
+    assert f"unexpected {stats.unexpected_failures}" in summary[-3]
+    assert summary[-2:] == [f"unexpected failures ({stats.unexpected_failures}):",
+                            f"  {stats.unexpected_failures:5d}  health: GatewayError: UNAVAILABLE: health check broke"]
 
 
 def test_demo_embedded_is_the_whole_job_in_one_command(tmp_path: Path) -> None:

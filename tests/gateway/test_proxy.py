@@ -83,7 +83,9 @@ async def chain(tmp_path: Path) -> AsyncIterator[tuple[GatewayServer, Capture, C
         upstream = GatewayServer(cap_up.telemetry, port=0, workspace=tmp_path / "up", token="T", time_scale=0.01,
                                  tick_interval_s=3600, cron_jobs=(), seed=1, collectors=False)
         async with upstream, Tap(upstream.url) as tap:
-            proxy = GatewayServer(cap_proxy.telemetry, port=0, upstream=tap.url, collectors=False)
+            # the liveness probe has its own test: here the tap must see the client's frames only
+            proxy = GatewayServer(cap_proxy.telemetry, port=0, upstream=tap.url, collectors=False,
+                                  monitor_upstream=False)
             async with proxy:
                 yield proxy, cap_proxy, cap_up, tap
             assert proxy.observer_errors == []
@@ -204,7 +206,8 @@ async def test_proxy_relays_auth_failure_and_close(chain: tuple[GatewayServer, C
 
 async def test_upstream_down_closes_with_1011(tmp_path: Path) -> None:
     with capture_telemetry() as cap:
-        proxy = GatewayServer(cap.telemetry, port=0, upstream="ws://127.0.0.1:9", collectors=False)
+        proxy = GatewayServer(cap.telemetry, port=0, upstream="ws://127.0.0.1:9", collectors=False,
+                              monitor_upstream=False)
         async with proxy, connect(proxy.url) as ws:
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 15)
@@ -224,3 +227,52 @@ def test_inject_traceparent_edge_cases() -> None:
     as_bytes = inject_traceparent(b'{"type":"req","id":"1","method":"x"}', frame_from_dict(
         {"type": "req", "id": "1", "method": "x"}), tp)  # type: ignore[arg-type]
     assert as_bytes == b'{"type":"req","id":"1","method":"x","traceparent":"' + tp.encode() + b'"}'
+
+
+async def test_large_frames_are_observed_off_the_event_loop(tmp_path: Path) -> None:
+    # Every frame above max_observed_bytes is parsed in a worker thread: the run is still observed whole.
+    with capture_telemetry() as cap_proxy, capture_telemetry(strict=False) as cap_up:
+        upstream = GatewayServer(cap_up.telemetry, port=0, workspace=tmp_path / "up", token="T", time_scale=0.01,
+                                 tick_interval_s=3600, cron_jobs=(), seed=1, collectors=False)
+        async with upstream:
+            proxy = GatewayServer(cap_proxy.telemetry, port=0, upstream=upstream.url, collectors=False,
+                                  monitor_upstream=False, max_observed_bytes=64)
+            async with proxy, connect(proxy.url, max_size=None) as ws:
+                got: list[str | bytes] = []
+                await _until(ws, got, lambda f: f.get("event") == "connect.challenge")
+                await ws.send(json.dumps({"type": "req", "id": "1", "method": "connect", "params": {
+                    "minProtocol": 4, "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"},
+                    "auth": {"token": "T"}, "role": "operator", "scopes": ["operator.write"]}}))
+                await _until(ws, got, lambda f: f.get("id") == "1")
+                await ws.send(json.dumps({"type": "req", "id": "2", "method": "agent", "params": {
+                    "message": "please use a tool now " + "x" * 200, "agentId": "main", "idempotencyKey": "big-1"}}))
+                await _until(ws, got, lambda f: f.get("id") == "2" and f.get("payload", {}).get("status") == "ok")
+            assert proxy.observer_errors == []
+    (session,) = cap_proxy.spans_by_category("session")
+    assert session.attributes["gen_ai.usage.output_tokens"] > 0
+    assert cap_proxy.spans_by_category("tool_call")
+    agent = next(s for s in cap_proxy.spans_by_category("request") if s.attributes["rpc.method"] == "agent")
+    assert agent.attributes["clawdbot.status"] == "success"
+    assert session.parent is not None and session.parent.span_id == agent.context.span_id
+
+
+async def test_a_full_observer_queue_costs_telemetry_never_traffic(chain: tuple[GatewayServer, Capture, Capture, Tap],
+                                                                  ) -> None:
+    proxy, cap_proxy, _cap_up, tap = chain
+    for task in proxy._tasks:  # stall the observer: nothing drains its queue
+        task.cancel()
+    proxy._observe_queue = asyncio.Queue(3)
+    async with connect(proxy.url, compression=None) as ws:
+        got: list[str | bytes] = []
+        await _until(ws, got, lambda f: f.get("event") == "connect.challenge")
+        await ws.send(json.dumps({"type": "req", "id": "1", "method": "connect", "params": {
+            "minProtocol": 4, "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"}, "auth": {"token": "T"},
+            "role": "operator", "scopes": ["operator.write"]}}))
+        await _until(ws, got, lambda f: f.get("id") == "1")
+        for i in range(10):
+            await ws.send(json.dumps({"type": "req", "id": f"h{i}", "method": "health"}))
+        for i in range(10):
+            await _until(ws, got, lambda f, i=i: f.get("id") == f"h{i}")  # every answer arrives
+    assert got == tap.s2c
+    dropped = {p.attributes["reason"]: p.value for p in cap_proxy.metric_points("clawdbot_otel.source_errors")}
+    assert dropped["observer_queue_full"] >= 8

@@ -1,0 +1,144 @@
+"""FrameObserver beyond the captures: shutdown, runs started by chat.send, config audit, frame direction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+from clawdbot_otel.gateway import FrameObserver
+from clawdbot_otel.gateway._frames import frame_from_dict
+from clawdbot_otel.testing import Capture, capture_telemetry
+
+_NS = 1_000_000_000
+_T0_MS = 1_800_000_000_000
+
+
+@pytest.fixture
+def cap() -> Any:
+    with capture_telemetry() as capture:
+        yield capture
+
+
+def _agent_event(run_id: str, seq: int, ms: int, stream: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "event", "event": "agent", "payload": {
+        "runId": run_id, "sessionKey": "agent:main:main", "agentId": "main", "stream": stream, "data": data,
+        "seq": seq, "ts": ms}}
+
+
+def _feed(observer: FrameObserver, conn: str, direction: str, frame: dict[str, Any], ms: int) -> None:
+    parsed = frame_from_dict(frame)
+    if frame["type"] == "req" and direction == "c2s":
+        observer.request(conn, parsed, ms * 1_000_000)  # type: ignore[arg-type]
+    else:
+        observer.frame(conn, direction, parsed, ms * 1_000_000)
+
+
+def test_close_ends_open_runs_at_their_last_frame_not_in_the_future(cap: Capture) -> None:
+    observer = FrameObserver(cap.telemetry)
+    observer.connection_opened("c")
+    _feed(observer, "c", "c2s", {"type": "req", "id": "1", "method": "agent",
+                                 "params": {"message": "hi", "idempotencyKey": "run-1"}}, _T0_MS)
+    _feed(observer, "c", "s2c", _agent_event("run-1", 1, _T0_MS + 10, "lifecycle",
+                                             {"phase": "start", "startedAt": _T0_MS + 10}), _T0_MS + 10)
+    _feed(observer, "c", "s2c", _agent_event("run-1", 2, _T0_MS + 20, "lifecycle",
+                                             {"phase": "model", "provider": "p", "model": "claude-opus-4-5"}),
+          _T0_MS + 20)
+    _feed(observer, "c", "s2c", _agent_event("run-1", 3, _T0_MS + 500, "item", {
+        "kind": "tool", "name": "ls", "toolCallId": "call-1", "phase": "start", "startedAt": _T0_MS + 500}),
+        _T0_MS + 500)
+    stop_ns = (_T0_MS + 60_000) * 1_000_000  # the gateway stops a minute later
+    observer.close(stop_ns)
+    assert observer.open_runs == 0 and observer.open_requests == 0
+    (session,) = cap.spans_by_category("session")
+    assert session.end_time == (_T0_MS + 500) * 1_000_000  # its last frame
+    assert session.status.status_code is StatusCode.ERROR
+    assert session.status.description == "gateway stopped before the run finished"
+    for span in cap.finished_spans():
+        assert span.end_time is not None and span.end_time <= stop_ns
+    (request,) = cap.spans_by_category("request")
+    assert request.end_time == stop_ns  # the client waited until then
+    (duration,) = cap.metric_points("session.duration")
+    assert duration.sum == pytest.approx(0.49)
+
+
+def test_a_run_started_by_chat_send_is_parented_on_its_request(cap: Capture) -> None:
+    observer = FrameObserver(cap.telemetry)
+    observer.connection_opened("ui")
+    _feed(observer, "ui", "c2s", {"type": "req", "id": "7", "method": "chat.send", "params": {
+        "sessionKey": "agent:main:main", "message": "hello", "idempotencyKey": "idem-1"}}, _T0_MS)
+    _feed(observer, "ui", "s2c", {"type": "res", "id": "7", "ok": True,
+                                  "payload": {"runId": "idem-1", "status": "started"}}, _T0_MS + 5)
+    _feed(observer, "ui", "s2c", _agent_event("idem-1", 1, _T0_MS + 10, "lifecycle",
+                                              {"phase": "start", "startedAt": _T0_MS + 10}), _T0_MS + 10)
+    _feed(observer, "ui", "s2c", _agent_event("idem-1", 2, _T0_MS + 900, "lifecycle",
+                                              {"phase": "end", "startedAt": _T0_MS + 10, "endedAt": _T0_MS + 900}),
+          _T0_MS + 900)
+    (request,) = cap.spans_by_category("request")
+    (session,) = cap.spans_by_category("session")
+    assert session.parent is not None and session.parent.span_id == request.context.span_id
+    assert session.context.trace_id == request.context.trace_id
+
+
+def test_config_changes_through_the_gateway_are_audited(cap: Capture) -> None:
+    observer = FrameObserver(cap.telemetry)
+    observer.connection_opened("c")
+    _feed(observer, "c", "c2s", {"type": "req", "id": "1", "method": "connect",
+                                 "params": {"client": {"id": "openclaw-control-ui"}, "auth": {"token": "t"}}}, _T0_MS)
+    _feed(observer, "c", "s2c", {"type": "res", "id": "1", "ok": True, "payload": {"type": "hello-ok"}}, _T0_MS)
+    _feed(observer, "c", "c2s", {"type": "req", "id": "2", "method": "config.patch",
+                                 "params": {"patch": {"gateway": {"port": 18790}}}}, _T0_MS + 1)
+    _feed(observer, "c", "s2c", {"type": "res", "id": "2", "ok": True, "payload": {}}, _T0_MS + 2)
+    _feed(observer, "c", "c2s", {"type": "req", "id": "3", "method": "config.set", "params": {"raw": "{}"}},
+          _T0_MS + 3)
+    _feed(observer, "c", "s2c", {"type": "res", "id": "3", "ok": False,
+                                 "error": {"code": "FORBIDDEN", "message": "missing scope: operator.admin"}},
+          _T0_MS + 4)
+    audit = [r for r in cap.log_lines() if r["component"] == "audit"]
+    assert [(r["message"], r["level"]) for r in audit] == [
+        ("auth.success", "INFO"), ("config.change", "INFO"), ("config.change", "WARN")]
+    assert audit[1]["metadata"]["method"] == "config.patch"
+    assert audit[1]["metadata"]["actor"] == "openclaw-control-ui"
+    assert audit[2]["metadata"]["error"] == "missing scope: operator.admin"
+
+
+def test_responses_and_events_from_the_client_are_counted_not_believed(cap: Capture) -> None:
+    observer = FrameObserver(cap.telemetry)
+    observer.connection_opened("c")
+    _feed(observer, "c", "c2s", {"type": "req", "id": "1", "method": "health"}, _T0_MS)
+    _feed(observer, "c", "c2s", {"type": "res", "id": "1", "ok": True, "payload": {}}, _T0_MS + 1)  # forged
+    _feed(observer, "c", "c2s", _agent_event("run-x", 1, _T0_MS + 2, "lifecycle", {"phase": "start"}), _T0_MS + 2)
+    assert observer.open_requests == 1 and observer.open_runs == 0
+    reasons = {p.attributes["reason"]: p.value for p in cap.metric_points("clawdbot_otel.source_errors")}
+    assert reasons == {"unexpected_c2s_res": 1, "unexpected_c2s_event": 1}
+
+
+def test_a_job_that_never_finishes_stops_counting_as_active(cap: Capture) -> None:
+    observer = FrameObserver(cap.telemetry, run_timeout_s=60)
+    observer.connection_opened("c")
+    _feed(observer, "c", "s2c", {"type": "event", "event": "cron", "payload": {
+        "jobId": "j1", "jobName": "nightly", "action": "started", "runAtMs": _T0_MS}}, _T0_MS)
+    assert {p.value for p in cap.metric_points("scheduler.jobs.active")} == {1}
+    observer.sweep((_T0_MS + 61_000) * 1_000_000)
+    assert {p.value for p in cap.metric_points("scheduler.jobs.active")} == {0}
+
+
+def test_the_model_call_ends_when_the_model_asks_for_a_tool(cap: Capture) -> None:
+    observer = FrameObserver(cap.telemetry)
+    observer.connection_opened("c")
+    events = [
+        (10, "lifecycle", {"phase": "start", "startedAt": _T0_MS + 10}),
+        (20, "lifecycle", {"phase": "model", "provider": "p", "model": "m"}),
+        (300, "item", {"kind": "tool", "name": "sleep", "toolCallId": "t1", "phase": "start",
+                       "startedAt": _T0_MS + 300}),
+        (5300, "item", {"kind": "tool", "name": "sleep", "toolCallId": "t1", "phase": "end", "status": "completed",
+                        "startedAt": _T0_MS + 300, "endedAt": _T0_MS + 5300}),
+        (5400, "lifecycle", {"phase": "model", "provider": "p", "model": "m"}),
+        (5600, "lifecycle", {"phase": "end", "startedAt": _T0_MS + 10, "endedAt": _T0_MS + 5600}),
+    ]
+    for seq, (dt, stream, data) in enumerate(events, 1):
+        _feed(observer, "c", "s2c", _agent_event("r", seq, _T0_MS + dt, stream, data), _T0_MS + dt)
+    first, second = sorted(cap.spans_by_category("model_call"), key=lambda s: s.start_time or 0)
+    assert ((first.end_time or 0) - (first.start_time or 0)) / _NS == pytest.approx(0.28)  # not the tool's 5 s
+    assert ((second.end_time or 0) - (second.start_time or 0)) / _NS == pytest.approx(0.2)
