@@ -8,7 +8,8 @@ simulated model and tools are fast and the gateway's own work dominates) and dri
 spawns, inbox messages, model errors) plus session and cron queries. Telemetry "on" is the
 production default: not strict, INFO logs, batch exporters to local OTLP-JSON files, the folder
 watchers and the resource sampler running. Reported: operations/s, p50/p99 operation latency,
-throughput ratio, added p99, and the gateway's RSS at the start and end of the load.
+throughput ratio, added p99, and the gateway's RSS sampled through the load (start = after the first
+tenth, when imports and pools have warmed up; end = the last sample).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +64,13 @@ async def _load(url: str, duration_s: float, clients: int, seed: int) -> tuple[l
     return latencies, errors
 
 
+def _sample_rss(proc: psutil.Process, duration_s: float, out: list[tuple[float, int]]) -> None:
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) <= duration_s:
+        out.append((elapsed, proc.memory_info().rss))
+        time.sleep(max(duration_s / 100, 0.2))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds per configuration")
@@ -75,11 +84,18 @@ def main() -> int:
                 url, pid):
             proc = psutil.Process(pid)
             time.sleep(1.0)
-            rss_start = proc.memory_info().rss
             cpu_start = proc.cpu_times()
+            samples: list[tuple[float, int]] = []  # (seconds into the load, RSS)
+            sampler = threading.Thread(target=_sample_rss, args=(proc, args.duration, samples), daemon=True)
+            sampler.start()
             latencies, errors = asyncio.run(_load(url, args.duration, args.clients, args.seed))
             cpu_end = proc.cpu_times()
-            rss_end = proc.memory_info().rss
+            sampler.join()
+        # "start" is after the first tenth of the load: imports, pools and caches have warmed up by then
+        warm = [rss for t, rss in samples if t >= args.duration / 10] or [rss for _, rss in samples]
+        rss_start, rss_end = warm[0], samples[-1][1]
+        print(f"{name}: RSS MB over the run: " + " ".join(f"{t:.0f}s={rss / 2**20:.1f}" for t, rss in
+                                                         samples[:: max(len(samples) // 10, 1)]))
         cpu_s = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
         p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 100 else max(latencies)
         rows.append((name, len(latencies) / args.duration, statistics.median(latencies) * 1e3, p99 * 1e3,

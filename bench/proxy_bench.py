@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from clawdbot_otel.gateway import GatewayClient
 
@@ -68,27 +67,27 @@ def gateway_process(args: Sequence[str], *, telemetry_dir: str | None = None) ->
 
 
 
-async def _load(url: str, duration_s: float, clients: int) -> tuple[list[float], int, int]:
+async def _load(url: str, duration_s: float, clients: int) -> tuple[list[float], list[float]]:
+    """Round trips of `health` requests, and of whole agent turns (req -> ~20 events -> final res)."""
     latencies: list[float] = []
-    turns = 0
+    turns: list[float] = []
     deadline = time.monotonic() + duration_s
 
     async def one() -> None:
-        nonlocal turns
         async with GatewayClient(url, token="bench") as client:
             n = 0
             while time.monotonic() < deadline:
                 n += 1
+                t0 = time.perf_counter()
                 if n % 10 == 0:
                     await client.agent("please use a tool now")
-                    turns += 1
+                    turns.append(time.perf_counter() - t0)
                     continue
-                t0 = time.perf_counter()
                 await client.call("health")
                 latencies.append(time.perf_counter() - t0)
 
     await asyncio.gather(*(one() for _ in range(clients)))
-    return latencies, len(latencies), turns
+    return latencies, turns
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -102,24 +101,29 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     upstream_args = ["--no-telemetry", "--token", "bench", "--time-scale", "0.01", "--workspace",
-                     str(Path("/tmp/clawdbot-otel-bench-upstream"))]
+                     tempfile.mkdtemp(prefix="clawdbot-otel-bench-upstream-")]
+    watched = tempfile.mkdtemp(prefix="clawdbot-otel-bench-clawd-")  # what the proxy's watchers read
     with gateway_process(upstream_args) as (upstream, _):
-        configs = [("direct", None), ("proxy, observer off", ["--upstream", upstream, "--no-telemetry"]),
-                   ("proxy, observer on", ["--upstream", upstream])]
+        proxy = ["--upstream", upstream, "--upstream-token", "bench", "--workspace", watched]
+        configs = [("direct", None), ("proxy, observer off", [*proxy, "--no-telemetry"]),
+                   ("proxy, observer on", proxy)]
         for name, proxy_args in configs:
             if proxy_args is None:
-                latencies, count, turns = asyncio.run(_load(upstream, args.duration, args.clients))
+                latencies, turns = asyncio.run(_load(upstream, args.duration, args.clients))
             else:
                 with gateway_process(proxy_args) as (url, _):
-                    latencies, count, turns = asyncio.run(_load(url, args.duration, args.clients))
+                    latencies, turns = asyncio.run(_load(url, args.duration, args.clients))
             rows.append((name, statistics.median(latencies) * 1e3, _pct(latencies, 99) * 1e3,
-                         count / args.duration, turns))
+                         len(latencies) / args.duration, len(turns), _pct(turns, 99) * 1e3))
     base = rows[0]
-    print(f"\n{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'p50 +ms':>9}{'p99 +ms':>9}"
-          f"{'thrpt':>8}")
-    for name, p50, p99, rps, turns in rows:
-        print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{p50 - base[1]:>9.3f}{p99 - base[2]:>9.3f}"
-              f"{rps / base[3]:>8.2f}")
+    print(f"\n{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'turn p99':>10}{'p50 +ms':>9}"
+          f"{'p99 +ms':>9}{'thrpt':>8}")
+    for name, p50, p99, rps, turns, turn_p99 in rows:
+        print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{turn_p99:>10.2f}{p50 - base[1]:>9.3f}"
+              f"{p99 - base[2]:>9.3f}{rps / base[3]:>8.2f}")
+    off, on = rows[1], rows[2]
+    print(f"\nobserver on vs off: added p99 {on[2] - off[2]:+.3f} ms, throughput {on[3] / off[3]:.3f}x, "
+          f"turn p99 {on[5] - off[5]:+.2f} ms")
     return 0
 
 

@@ -315,13 +315,13 @@ def setup(
     telemetry: Telemetry,
     *,
     service_name: str = "clawdbot-gateway",
-    env: Mapping[str, str] | None = None,
     log_sinks: Iterable[LogSink] | None = None,
     install_logging: bool = True,
     announce: TextIO | None = sys.stderr,
     instance_id: str | None = None,
 ) -> Settings:
-    """Build providers from OTEL_* variables, install them globally, and bind `telemetry` to them.
+    """Build providers from the process's OTEL_* variables (the exporters read them too), install them
+    globally, and bind `telemetry` to them.
 
     `service.instance.id` is OTEL_RESOURCE_ATTRIBUTES', else `instance_id`, else the host name: stable
     across restarts (the SDK's default is a new UUID per process), so a restarted gateway continues its
@@ -331,7 +331,7 @@ def setup(
     providers it installed are reused, and its stdlib logging handler is removed so that no log
     record is exported twice.
     """
-    settings = Settings.from_env(env, service_name)
+    settings = Settings.from_env(None, service_name)
     if log_sinks is None and settings.log_files:
         from .logfiles import LevelFileSink
 

@@ -735,6 +735,8 @@ class EmbeddedRuntime:
             task_text = str(spawn.get("task") or "sub-task").replace("spawn", "do").replace("message", "note")
             run = self._new_run(run_id, session_key, agent_id)
             result = await self._run_turn(run, f"{task_text} use a tool", model)
+            # A sub-agent lives on after its first turn (and so is seen active between scans).
+            await self._sleep(self._rng.uniform(15.0, 40.0))
             final = {**answer, "status": "completed" if result.get("ok") else "failed"}
             if not result.get("ok"):
                 final["error"] = result.get("error")

@@ -297,3 +297,24 @@ def test_gauges_work_when_the_default_instance_was_created_before_setup(tmp_path
               for rm in b["resourceMetrics"] for sm in rm["scopeMetrics"] for m in sm["metrics"] if "gauge" in m}
     assert float(points["spawn.queue.depth"].get("asDouble", points["spawn.queue.depth"].get("asInt"))) == 4
     assert points["resource.disk.free"]["asDouble"] == 123.0
+
+
+def test_the_asyncio_instrumentation_traces_the_coroutines_the_user_names(tmp_path: Path) -> None:
+    code = """
+    import asyncio, clawdbot_otel as telemetry
+    telemetry.setup(announce=None)
+
+    async def nightly_report():
+        await asyncio.sleep(0)
+
+    async def main():
+        with telemetry.job_span("nightly"):
+            await asyncio.create_task(nightly_report())
+
+    asyncio.run(main())
+    """
+    proc = _run(code, {"OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE": "nightly_report"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = _span_names(tmp_path / "telemetry" / "traces.jsonl")
+    assert "cron.job nightly" in names
+    assert any("nightly_report" in n for n in names), names

@@ -17,7 +17,6 @@ from opentelemetry.trace import StatusCode
 
 from clawdbot_otel.gateway import GatewayServer
 from clawdbot_otel.testing import Capture, capture_telemetry
-from tests.openclaw.conftest import fake_model, fake_model_server, openclaw_gateway, openclaw_install  # noqa: F401
 from tests.openclaw.fake_model import ErrorReply, FakeModelServer, TextReply, ToolCallReply
 from tests.openclaw.harness import OpenClawGateway, parse_agent_json
 
@@ -27,8 +26,8 @@ pytestmark = pytest.mark.openclaw
 class _ProxyThread:
     """Our gateway in proxy mode on its own event loop (the CLI calls block the test's thread)."""
 
-    def __init__(self, cap: Capture, upstream: str) -> None:
-        self.server = GatewayServer(cap.telemetry, port=0, upstream=upstream, collectors=False)
+    def __init__(self, cap: Capture, upstream: str, token: str) -> None:
+        self.server = GatewayServer(cap.telemetry, port=0, upstream=upstream, upstream_token=token, collectors=False)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -45,8 +44,8 @@ class _ProxyThread:
 
 
 @pytest.fixture
-def proxied(openclaw_gateway: OpenClawGateway) -> Iterator[tuple[GatewayServer, Capture]]:  # noqa: F811
-    with capture_telemetry() as cap, _ProxyThread(cap, openclaw_gateway.url) as server:
+def proxied(openclaw_gateway: OpenClawGateway) -> Iterator[tuple[GatewayServer, Capture]]:
+    with capture_telemetry() as cap, _ProxyThread(cap, openclaw_gateway.url, openclaw_gateway.token) as server:
         yield server, cap
 
 
@@ -59,8 +58,8 @@ def _describe(proc: Any) -> str:
 
 
 def test_cli_through_proxy_gives_one_trace_per_turn(
-    openclaw_gateway: OpenClawGateway,  # noqa: F811
-    fake_model: FakeModelServer,  # noqa: F811
+    openclaw_gateway: OpenClawGateway,
+    fake_model: FakeModelServer,
     proxied: tuple[GatewayServer, Capture],
 ) -> None:
     server, cap = proxied
@@ -77,24 +76,41 @@ def test_cli_through_proxy_gives_one_trace_per_turn(
     assert out_via["result"]["payloads"] == out_direct["result"]["payloads"]
     assert out_via["result"]["meta"]["agentMeta"]["usage"] == out_direct["result"]["meta"]["agentMeta"]["usage"]
     metas.append(out_via["result"]["meta"]["agentMeta"])
+    proxied_chats: list[Any] = []
+
+    def both(message: str, name: str, *replies: Any) -> Any:
+        """The same turn directly, then through the proxy: the CLI must see the same outcome."""
+        fake_model.enqueue(*replies, *replies)
+        direct = openclaw_gateway.run_agent_turn(message, session_key=_session(f"direct{name}"))
+        seen = len(fake_model.chat_requests)
+        via = openclaw_gateway.run_agent_turn(message, url, session_key=_session(name))
+        proxied_chats.extend(fake_model.chat_requests[seen:])
+        assert via.returncode == direct.returncode == 0, _describe(via)
+        out_direct, out_via = parse_agent_json(direct), parse_agent_json(via)
+        assert out_via["result"]["payloads"] == out_direct["result"]["payloads"]
+        assert out_via["result"]["meta"]["agentMeta"]["usage"] == out_direct["result"]["meta"]["agentMeta"]["usage"]
+        return out_via
+
     # 2. a tool call
-    fake_model.enqueue(ToolCallReply("ls", {"path": "."}, call_id="call_px_ls", prompt_tokens=900, completion_tokens=5),
-                       TextReply("Listed.", prompt_tokens=1200, completion_tokens=12))
-    proc = openclaw_gateway.run_agent_turn("please list files", url, session_key=_session("tool"))
-    assert proc.returncode == 0, _describe(proc)
-    metas.append(parse_agent_json(proc)["result"]["meta"]["agentMeta"])
+    out = both("please list files", "tool",
+               ToolCallReply("ls", {"path": "."}, call_id="call_px_ls", prompt_tokens=900, completion_tokens=5),
+               TextReply("Listed.", prompt_tokens=1200, completion_tokens=12))
+    metas.append(out["result"]["meta"]["agentMeta"])
     # 3. a failing tool
-    fake_model.enqueue(ToolCallReply("read", {"path": "/nonexistent/file.txt"}, call_id="call_px_read"),
-                       TextReply("The file is missing."))
-    proc = openclaw_gateway.run_agent_turn("read a missing file", url, session_key=_session("toolfail"))
-    assert proc.returncode == 0, _describe(proc)
-    metas.append(parse_agent_json(proc)["result"]["meta"]["agentMeta"])
+    out = both("read a missing file", "toolfail",
+               ToolCallReply("read", {"path": "/nonexistent/file.txt"}, call_id="call_px_read"),
+               TextReply("The file is missing."))
+    metas.append(out["result"]["meta"]["agentMeta"])
     # 4. a model error: the CLI fails through the proxy as it does without it
     fake_model.set_default(ErrorReply(500, "fake upstream failure"))
+    direct_fail = openclaw_gateway.run_agent_turn("please fail", session_key=_session("directmodelerr"))
+    seen = len(fake_model.chat_requests)
     proc = openclaw_gateway.run_agent_turn("please fail", url, session_key=_session("modelerr"))
-    assert proc.returncode != 0
+    proxied_chats.extend(fake_model.chat_requests[seen:])
+    assert proc.returncode == direct_fail.returncode != 0
     failed = parse_agent_json(proc)
     assert failed["ok"] is False and "HTTP 500" in failed["error"]["message"]
+    assert failed["error"] == parse_agent_json(direct_fail)["error"]
     fake_model.set_default(TextReply())
     # other CLI calls pass through unchanged
     health = openclaw_gateway.call("health", gateway_url=url)
@@ -102,6 +118,10 @@ def test_cli_through_proxy_gives_one_trace_per_turn(
     assert openclaw_gateway.call("sessions.list", gateway_url=url)["sessions"]
 
     assert server.observer_errors == []
+    # the liveness probe: the upstream's own uptime (it ran before this test), reported as the gateway's
+    assert server.monitor is not None
+    uptime = server.monitor.uptime_s()
+    assert uptime is not None and uptime >= (openclaw_gateway.startup_seconds or 0)  # it ran before the proxy
 
     agent_requests = [s for s in cap.spans_by_category("request") if s.attributes["rpc.method"] == "agent"]
     assert len(agent_requests) == 4
@@ -133,6 +153,11 @@ def test_cli_through_proxy_gives_one_trace_per_turn(
             assert calls and all(c.status.status_code is StatusCode.ERROR for c in calls)
             assert request.status.status_code is StatusCode.ERROR
     assert model_calls[:3] == [1, 2, 2]
+    # OpenClaw continues the traceparent we put on the frame: its model HTTP calls are in our traces
+    ours = {f"{s.context.trace_id:032x}" for s in agent_requests}
+    model_traces = {c.headers.get("traceparent", "").split("-")[1] for c in proxied_chats
+                    if c.headers.get("traceparent", "").count("-") == 3}
+    assert len(model_traces) == 3 and model_traces <= ours, (model_traces, ours)  # tool, toolfail, modelerr
 
     tokens = {(p.attributes["token_type"]): p.value for p in cap.metric_points("session.tokens_used")}
     assert tokens["input"] == sum(m["usage"]["input"] for m in metas)

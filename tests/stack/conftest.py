@@ -6,7 +6,10 @@ never clashes with a stack the user runs on the default ports. It FAILS (never s
 cannot be built or started.
 
 Environment:
-  CLAWDBOT_OTEL_TEST_PORT_OFFSET  port shift of the test stack (default 20000: 4317 -> 24317, ...)
+  CLAWDBOT_OTEL_TEST_PORT_OFFSET  port shift of the test stack (default 15000: 4317 -> 19317, ...). Every
+                                  shifted port (plus the +200 the tests add) stays below 32768, where Linux
+                                  starts handing out ephemeral ports: a client socket of the same machine
+                                  cannot take one of ours in the middle of a run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +44,7 @@ from clawdbot_otel.stack import (
     up,
 )
 
-TEST_PORT_OFFSET = int(os.environ.get("CLAWDBOT_OTEL_TEST_PORT_OFFSET", "20000"))
+TEST_PORT_OFFSET = int(os.environ.get("CLAWDBOT_OTEL_TEST_PORT_OFFSET", "15000"))
 # Short tail-sampling wait for the tests (production default: 10s).
 DECISION_WAIT_S = 2.0
 SAMPLING_PERCENTAGE = 10.0
@@ -77,6 +82,77 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.5, what: str = 
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def prom_query(stack: RunningStack, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    """An instant query's result vector (at `at`, epoch s, or now)."""
+    params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+    status, body = http_json(f"{stack.prometheus}/api/v1/query", params)
+    assert status == 200, body
+    return list(body["data"]["result"])
+
+
+def jaeger_spans(stack: RunningStack, service: str) -> list[dict[str, Any]]:
+    """Every span of `service`'s traces of the last hour, with a `tags_map` added."""
+    status, body = http_json(f"{stack.jaeger}/api/traces", {"service": service, "limit": 2000, "lookback": "1h"},
+                             timeout=30)
+    assert status == 200, body
+    spans = []
+    for trace in body["data"] or []:
+        for span in trace["spans"]:
+            span["tags_map"] = {t["key"]: t["value"] for t in span["tags"]}
+            spans.append(span)
+    return spans
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayProcess:
+    url: str
+    port: int
+    env: dict[str, str]
+    """The environment it runs with: the same OTEL_* variables serve a `clawdbot-otel demo` beside it."""
+    log_path: Path
+
+
+@contextlib.contextmanager
+def gateway_process(otlp_grpc: str, service: str, args: list[str], tmp: Path,
+                    extra_env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+    """`clawdbot-otel gateway ARGS` as a user runs it: OTEL_* variables pointing at a collector, production
+    settings, fast export intervals; stopped with SIGINT (a clean shutdown flushes its telemetry)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAWDBOT_OTEL_"))}
+    env.update({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_grpc,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=production",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        "CLAWDBOT_OTEL_OUTPUT_DIR": str(tmp / "unused"),
+        **(extra_env or {}),
+    })
+    log_path = tmp / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "clawdbot_otel.cli", "gateway", "--port", str(port), *args],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"the gateway exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+            return b"listening on" in log_path.read_bytes()
+
+        wait_for(listening, 60, 0.2, "the gateway to listen")
+        yield GatewayProcess(f"ws://127.0.0.1:{port}", port, env, log_path)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclasses.dataclass(frozen=True)

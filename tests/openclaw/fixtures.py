@@ -5,7 +5,8 @@
 - ``fake_model`` (function): the same server, with its script/recordings reset and the default reply restored.
 - ``openclaw_gateway`` (session): a running gateway (scratch HOME under pytest's tmp dir) wired to the fake model.
 
-Install/start failures FAIL the tests (never skip). Mark tests with ``@pytest.mark.openclaw``.
+Install/start failures FAIL the tests (never skip). Mark tests with ``@pytest.mark.openclaw``. The repository's
+conftest.py registers this module as a plugin, so every test folder shares the one session gateway.
 """
 
 from __future__ import annotations
