@@ -3,10 +3,18 @@
     .venv/bin/python bench/proxy_bench.py --duration 20
 
 An embedded gateway (no telemetry) is the upstream; each configuration gets the same load from this
-process: `--clients` connections, each sending `health` requests back to back (one in flight per
-connection) and, every tenth request, an `agent` turn whose ~20 event frames flow back through the
-relay. Reported: round-trip p50/p99 of `health`, requests/s, and ratios against the direct path.
-Gateways run in child processes so the load generator does not share their event loop.
+process: `--clients` connections sending `health` requests (one in flight per connection) and, every
+tenth request, an `agent` turn whose ~20 event frames flow back through the relay, in two shapes:
+
+* paced: `--rate` requests/s in all, evenly spread (a busy gateway, not a saturated one): the added
+  latency of each hop is what a client notices;
+* saturated: back to back, so the proxy's CPU is the bottleneck: the throughput ratio is the capacity
+  the observer costs.
+
+Reported: round-trip p50/p99 of `health`, requests/s, turn p99, and the differences against the direct
+path and between observer on and off. Exporters follow this process's OTEL_* variables (set
+OTEL_EXPORTER_OTLP_ENDPOINT to the stack's collector for a production-like run). Gateways run in
+child processes so the load generator does not share their event loop.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from clawdbot_otel.gateway import GatewayClient
 
@@ -67,17 +76,24 @@ def gateway_process(args: Sequence[str], *, telemetry_dir: str | None = None) ->
 
 
 
-async def _load(url: str, duration_s: float, clients: int) -> tuple[list[float], list[float]]:
-    """Round trips of `health` requests, and of whole agent turns (req -> ~20 events -> final res)."""
+async def _load(url: str, duration_s: float, clients: int, rate: float | None = None,
+                ) -> tuple[list[float], list[float]]:
+    """Round trips of `health` requests, and of whole agent turns (req -> ~20 events -> final res);
+    back to back, or `rate` requests/s in all."""
     latencies: list[float] = []
     turns: list[float] = []
     deadline = time.monotonic() + duration_s
+    interval = clients / rate if rate else 0.0
 
-    async def one() -> None:
+    async def one(offset: float) -> None:
         async with GatewayClient(url, token="bench") as client:
             n = 0
+            next_at = time.monotonic() + offset
             while time.monotonic() < deadline:
                 n += 1
+                if interval:
+                    next_at += interval
+                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 t0 = time.perf_counter()
                 if n % 10 == 0:
                     await client.agent("please use a tool now")
@@ -86,7 +102,7 @@ async def _load(url: str, duration_s: float, clients: int) -> tuple[list[float],
                 await client.call("health")
                 latencies.append(time.perf_counter() - t0)
 
-    await asyncio.gather(*(one() for _ in range(clients)))
+    await asyncio.gather(*(one(i * interval / clients) for i in range(clients)))
     return latencies, turns
 
 
@@ -94,36 +110,41 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 100 else max(values)
 
 
+def _table(title: str, rows: list[tuple[Any, ...]]) -> None:
+    base = rows[0]
+    print(f"\n{title}\n{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'turn p99':>10}"
+          f"{'p50 +ms':>9}{'p99 +ms':>9}{'thrpt':>8}")
+    for name, p50, p99, rps, turns, turn_p99 in rows:
+        print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{turn_p99:>10.2f}{p50 - base[1]:>9.3f}"
+              f"{p99 - base[2]:>9.3f}{rps / base[3]:>8.2f}")
+    off, on = rows[1], rows[2]
+    print(f"observer on vs off: added p50 {on[1] - off[1]:+.3f} ms, p99 {on[2] - off[2]:+.3f} ms, "
+          f"throughput {on[3] / off[3]:.3f}x, turn p99 {on[5] - off[5]:+.2f} ms", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per configuration")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per configuration and shape")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s in all, paced shape")
     args = parser.parse_args()
-    rows = []
     upstream_args = ["--no-telemetry", "--token", "bench", "--time-scale", "0.01", "--workspace",
                      tempfile.mkdtemp(prefix="clawdbot-otel-bench-upstream-")]
     watched = tempfile.mkdtemp(prefix="clawdbot-otel-bench-clawd-")  # what the proxy's watchers read
+    results: dict[str, list[tuple[Any, ...]]] = {"paced": [], "saturated": []}
     with gateway_process(upstream_args) as (upstream, _):
         proxy = ["--upstream", upstream, "--upstream-token", "bench", "--workspace", watched]
         configs = [("direct", None), ("proxy, observer off", [*proxy, "--no-telemetry"]),
                    ("proxy, observer on", proxy)]
         for name, proxy_args in configs:
-            if proxy_args is None:
-                latencies, turns = asyncio.run(_load(upstream, args.duration, args.clients))
-            else:
-                with gateway_process(proxy_args) as (url, _):
-                    latencies, turns = asyncio.run(_load(url, args.duration, args.clients))
-            rows.append((name, statistics.median(latencies) * 1e3, _pct(latencies, 99) * 1e3,
-                         len(latencies) / args.duration, len(turns), _pct(turns, 99) * 1e3))
-    base = rows[0]
-    print(f"\n{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'turn p99':>10}{'p50 +ms':>9}"
-          f"{'p99 +ms':>9}{'thrpt':>8}")
-    for name, p50, p99, rps, turns, turn_p99 in rows:
-        print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{turn_p99:>10.2f}{p50 - base[1]:>9.3f}"
-              f"{p99 - base[2]:>9.3f}{rps / base[3]:>8.2f}")
-    off, on = rows[1], rows[2]
-    print(f"\nobserver on vs off: added p99 {on[2] - off[2]:+.3f} ms, throughput {on[3] / off[3]:.3f}x, "
-          f"turn p99 {on[5] - off[5]:+.2f} ms")
+            with contextlib.ExitStack() as stack:
+                url = upstream if proxy_args is None else stack.enter_context(gateway_process(proxy_args))[0]
+                for shape, rate in (("paced", args.rate), ("saturated", None)):
+                    latencies, turns = asyncio.run(_load(url, args.duration, args.clients, rate))
+                    results[shape].append((name, statistics.median(latencies) * 1e3, _pct(latencies, 99) * 1e3,
+                                           len(latencies) / args.duration, len(turns), _pct(turns, 99) * 1e3))
+    _table(f"paced ({args.rate:.0f} requests/s)", results["paced"])
+    _table("saturated (back to back)", results["saturated"])
     return 0
 
 

@@ -30,7 +30,6 @@ import copy
 import functools
 import logging
 import os
-import struct
 import threading
 import time
 import weakref
@@ -60,6 +59,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import TraceFlags
 
+from ._otlp_wire import ONE_BYTE as _ONE_BYTE
+from ._otlp_wire import any_value as _any_value
+from ._otlp_wire import field as _field
+from ._otlp_wire import headers as _headers
+from ._otlp_wire import key_prefix as _key_prefix
+from ._otlp_wire import pack_u32 as _pack_u32
+from ._otlp_wire import pack_u64 as _pack_u64
+
 __all__ = [
     "EncodedLogExporter",
     "LogItem",
@@ -86,69 +93,9 @@ class EncodedLogExporter(Protocol):
     def export_encoded(self, payload: bytes, count: int) -> LogRecordExportResult: ...
 
 
-# --- protobuf wire encoding -----------------------------------------------------------------------
-# Field numbers (opentelemetry/proto/logs/v1/logs.proto, common/v1/common.proto). Fields are written
-# in field-number order and default (zero) scalars are left out, as the protobuf runtime does.
+# --- protobuf wire encoding (field numbers: opentelemetry/proto/logs/v1/logs.proto) -------------------
 
-_pack_u64 = struct.Struct("<Q").pack
-_pack_u32 = struct.Struct("<I").pack
-_pack_f64 = struct.Struct("<d").pack
-_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-
-
-def _varint(n: int) -> bytes:
-    if n < 128:
-        return _ONE_BYTE[n]
-    out = bytearray()
-    while n >= 128:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field: tag, length, payload."""
-    n = len(payload)
-    return tag + (_ONE_BYTE[n] if n < 128 else _varint(n)) + payload
-
-
-def _any_value(value: Any) -> bytes:
-    """AnyValue for str/bool/int/float; anything else raises (the record then takes the SDK path)."""
-    kind = type(value)
-    if kind is str:
-        return _field(b"\x0a", value.encode())
-    if kind is bool:
-        return b"\x10\x01" if value else b"\x10\x00"
-    if kind is int:
-        if value < 0:
-            if value < _INT64_MIN:
-                raise OverflowError(value)
-            value += 1 << 64
-        elif value > _INT64_MAX:
-            raise OverflowError(value)
-        return b"\x18" + _varint(value)
-    if kind is float:
-        return b"\x21" + _pack_f64(value)
-    raise TypeError(kind)
-
-
-_KEY_PREFIX: dict[str, bytes] = {}
 _SEVERITY_PREFIX: dict[tuple[int, str], bytes] = {}
-
-
-def _key_prefix(key: str) -> bytes:
-    """`KeyValue.key` field plus the `value` tag, cached (keys repeat: component, request_id, ...)."""
-    prefix = _KEY_PREFIX.get(key)
-    if prefix is None:
-        if type(key) is not str or not key:
-            raise TypeError(key)
-        if len(_KEY_PREFIX) >= 4096:
-            _KEY_PREFIX.clear()
-        prefix = _KEY_PREFIX[key] = _field(b"\x0a", key.encode()) + b"\x12"
-    return prefix
 
 
 def _severity(number: int, text: str) -> bytes:
@@ -228,28 +175,6 @@ class _Group:
         self.resource = resource
         self.scope = scope
         self.records: list[bytes] = []
-
-
-_HEADER_CACHE: dict[tuple[int, int], tuple[Resource, InstrumentationScope | None, bytes, bytes]] = {}
-
-
-def _headers(resource: Resource, scope: InstrumentationScope | None) -> tuple[bytes, bytes]:
-    """Serialized `ResourceLogs.resource` field and `ScopeLogs.scope` field, cached per object pair."""
-    key = (id(resource), id(scope))
-    cached = _HEADER_CACHE.get(key)
-    if cached is not None and cached[0] is resource and cached[1] is scope:
-        return cached[2], cached[3]
-    from opentelemetry.exporter.otlp.proto.common._internal import (
-        _encode_instrumentation_scope,
-        _encode_resource,
-    )
-
-    resource_field = _field(b"\x0a", _encode_resource(resource).SerializeToString())
-    scope_field = _field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString())  # type: ignore[arg-type]
-    if len(_HEADER_CACHE) >= 64:
-        _HEADER_CACHE.clear()
-    _HEADER_CACHE[key] = (resource, scope, resource_field, scope_field)
-    return resource_field, scope_field
 
 
 def encode_items(items: Iterable[LogItem]) -> tuple[bytes, int]:

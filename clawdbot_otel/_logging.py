@@ -270,6 +270,9 @@ class EmitOTLP:
             if self._count_created is not None:
                 self._count_created()
             return
+        multi = getattr(self._logger, "_multi_log_record_processor", None)
+        if multi is not None and not getattr(multi, "_log_record_processors", True):
+            return  # an SDK provider with no processor (OTEL_LOGS_EXPORTER=none): no record to build
         self._logger.emit(
             timestamp=ns,
             context=ctx,

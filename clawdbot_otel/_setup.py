@@ -44,6 +44,7 @@ from ._facade import Telemetry
 from ._file_export import FileMetricExporter, FileSpanExporter
 from ._log_export import QueuedLogRecordProcessor, file_log_exporter, otlp_log_exporter
 from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
+from ._span_export import otlp_span_exporter
 from .conventions import METRICS, Kind
 
 __all__ = ["Settings", "histogram_views", "setup", "shutdown"]
@@ -174,13 +175,9 @@ def histogram_views() -> list[View]:
 
 def _span_exporter(choice: str) -> SpanExporter | None:
     if choice == "otlp/grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
-
-        return GrpcSpans()
+        return otlp_span_exporter("grpc")
     if choice == "otlp/http":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
-
-        return HttpSpans()
+        return otlp_span_exporter("http/protobuf")
     if choice == "console":
         return ConsoleSpanExporter(out=sys.stderr)
     if choice.startswith("file:"):

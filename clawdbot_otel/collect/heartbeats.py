@@ -144,7 +144,7 @@ class TaskHeartbeatWatcher(PollingWatcher):
             state = self._states.get(path)
             if state is None:
                 state = self._states[path] = _State(record)
-                self._log("INFO", "Heartbeat created", record)
+                self._log("DEBUG", "Heartbeat created", record)  # routine: the outcome lines are INFO
             elif state.record is not record:
                 if record.last_update != state.record.last_update:
                     self._log("DEBUG", "Heartbeat updated", record)
@@ -152,7 +152,7 @@ class TaskHeartbeatWatcher(PollingWatcher):
             if record.finished:
                 if not state.finished:
                     state.finished, state.stale = True, False
-                    self._log("INFO", "Heartbeat finished", record)
+                    self._log("DEBUG", "Heartbeat finished", record)
                 continue
             state.finished = False
             active += 1

@@ -209,7 +209,7 @@ class SpawnQueueWatcher(PollingWatcher):
         for request in (requests or {}).values():
             present.setdefault(request.request_id, request)
             if request.request_id not in self._requests and request.request_id not in self._answers:
-                self.telemetry.log("INFO", self.component, "Spawn request created", metadata={
+                self.telemetry.log("DEBUG", self.component, "Spawn request created", metadata={
                     "request_id": request.request_id, "label": request.label, "requested_by": request.requested_by,
                     "model": request.model,
                 })
@@ -241,7 +241,7 @@ class SpawnQueueWatcher(PollingWatcher):
         status, finished = _outcome(response)
         if status == "pending":
             if not answer.final:
-                self.telemetry.log("INFO", self.component, "Spawn request picked up", metadata={
+                self.telemetry.log("DEBUG", self.component, "Spawn request picked up", metadata={
                     "request_id": request_id, "status": response.status})
             return
         if not answer.final:

@@ -98,7 +98,7 @@ class TaskInstrumentation:
         else:
             telemetry.increment("task_validation_failures", {"layer": layer_label, "reason": reason or "unspecified"})
         result = "passed" if passed else "failed"
-        telemetry.log("INFO" if passed else "WARN", "validation", f"Validation {layer} {result}",
+        telemetry.log("DEBUG" if passed else "WARN", "validation", f"Validation {layer} {result}",
                       metadata={"layer": layer, "task_id": task_id, "reason": reason})
         return handle
 

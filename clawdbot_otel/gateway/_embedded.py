@@ -68,6 +68,8 @@ class Peer(Protocol):
 
     id: str
     authed: bool
+    events: bool
+    """Receives every broadcast event; without scopes (OpenClaw's probe client) only ticks and health."""
 
     def send_frame(self, frame: dict[str, Any]) -> None: ...
 
@@ -236,6 +238,7 @@ class EmbeddedRuntime:
             return
         peer.authed = True
         scopes = params.get("scopes") if isinstance(params.get("scopes"), list) else ["operator.write"]
+        peer.events = bool(scopes)
         peer.send_frame(response(frame_id, {
             "type": "hello-ok", "protocol": PROTOCOL_VERSION,
             "server": {"version": SERVER_VERSION, "bootId": self.boot_id, "connId": peer.id},

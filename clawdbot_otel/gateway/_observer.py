@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from clawdbot_otel._facade import Telemetry
 from clawdbot_otel._spans import SpanHandle, model_family, session_type
@@ -235,7 +236,7 @@ class FrameObserver:
         self._running_jobs: dict[str, int] = {}  # job id -> when its `started` event arrived
         # run id -> the request span of the call that started it (chat.send, sessions.send answer at
         # once; the run goes on after the request span ended and is parented on it all the same)
-        self._run_parents: OrderedDict[str, SpanHandle] = OrderedDict()
+        self._run_parents: OrderedDict[str, trace.NonRecordingSpan] = OrderedDict()
         self._job_names: dict[str, str] = {}
         self._next_runs: dict[str, float] = {}  # job name -> next run, epoch s
         self._ring_counts = [0] * _WINDOW_S
@@ -513,8 +514,8 @@ class FrameObserver:
 
     def _set_run_parent(self, run_id: str, span: SpanHandle) -> None:
         parents = self._run_parents
-        parents[run_id] = span
-        if len(parents) > 4096:
+        parents[run_id] = trace.NonRecordingSpan(span.span.get_span_context())  # the ids, not the whole span
+        if len(parents) > 1024:
             parents.popitem(last=False)
 
     def _config_change(self, req: _Request, frame: ResponseFrame) -> None:

@@ -50,6 +50,8 @@ _RECORDED_HEADERS = ("user-agent", "origin", "authorization", "x-forwarded-for")
 _FORWARDED_HEADERS = ("authorization", "cookie", "x-openclaw-token")
 #: Close codes a peer may send (RFC 6455 7.4): others (1005, 1006, 1015) are facts, not codes to send.
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
+#: What OpenClaw sends a connection without scopes (its probe client): everything else needs operator.read.
+_LIVENESS_EVENTS = frozenset({"tick", "health", "shutdown"})
 _TRACEPARENT_VALUE = re.compile(r"^[0-9A-Za-z-]{0,128}$")
 
 
@@ -91,7 +93,7 @@ def _close_args(conn: ServerConnection | ClientConnection) -> tuple[int, str]:
 class _Peer:
     """An embedded-mode client connection: an ordered, bounded outbound queue and its writer task."""
 
-    __slots__ = ("authed", "id", "queue", "seq", "server", "writer", "ws")
+    __slots__ = ("authed", "events", "id", "queue", "seq", "server", "writer", "ws")
 
     _CLOSE = object()
 
@@ -100,6 +102,7 @@ class _Peer:
         self.ws = ws
         self.id = conn_id
         self.authed = False
+        self.events = False
         self.seq = 0
         self.queue: asyncio.Queue[Any] = asyncio.Queue(max_queue)
         self.writer = asyncio.create_task(self._write())
@@ -200,7 +203,6 @@ class GatewayServer:
         self.collectors: list[Any] = []
         self.observer: FrameObserver | None = None
         if observe:
-            # With the spawn-queue watcher running, sub-agents are counted from its response files.
             # Embedded: the spawn-queue watcher counts sub-agents from its response files (the simulator
             # spawns through the queue only). Proxy: the observer does, from sub-agent session keys.
             self.observer = FrameObserver(telemetry, run_timeout_s=run_timeout_s,
@@ -343,6 +345,9 @@ class GatewayServer:
                     self.guard(self.observer.invalid, direction, exc.reason)  # type: ignore[union-attr]
                     continue
             self._observe_one(conn_id, direction, message, received, frame)
+            # get() does not suspend while items wait: yield after each, so that a burst of events
+            # (an agent turn sends ~25) never holds the relay up for longer than one observation.
+            await asyncio.sleep(0)
 
     def _drain_observe_queue(self) -> None:
         queue = self._observe_queue
@@ -391,8 +396,9 @@ class GatewayServer:
         if observer is not None:
             self.guard(observer.frame, "", "s2c", EventFrame(event, payload, None, {}))
         payload_json = orjson.dumps(payload).decode()
+        liveness = event in _LIVENESS_EVENTS
         for peer in list(self.peers.values()):
-            if peer.authed:
+            if peer.authed and (peer.events or liveness):
                 peer.send_event(event, payload_json)
 
     async def _embedded_connection(self, ws: ServerConnection) -> None:

@@ -15,7 +15,7 @@ Layout under one root (`CLAWDBOT_OTEL_LOG_DIR`, default `~/.local/state/clawdbot
 from __future__ import annotations
 
 from ._audit import audit
-from ._loki import loki_retention_config
+from ._loki import loki_retention_config, loki_retention_rules
 from ._maintenance import PrunedFile, prune
 from ._policy import LOG_DIR_ENV, RETENTION_POLICY, LogRetention, default_log_dir
 from ._sink import DEFAULT_MAX_BYTES, LevelFileSink
@@ -30,5 +30,6 @@ __all__ = [
     "audit",
     "default_log_dir",
     "loki_retention_config",
+    "loki_retention_rules",
     "prune",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -140,3 +141,43 @@ def test_log_in_span_arrives_in_loki_with_trace_context_and_trace_resolves_in_ja
 
     data = wait_for(jaeger_trace, 30, 0.5, f"trace {trace_id} in Jaeger")
     assert data[0]["spans"][0]["spanID"] == span_id
+
+
+def test_loki_applies_the_log_retention_policy_to_real_streams(stack: RunningStack) -> None:
+    """The per-stream rules are live in Loki, and the labels their selectors use exist on real streams."""
+    import yaml
+
+    from clawdbot_otel import Telemetry
+    from clawdbot_otel.logfiles import audit, loki_retention_rules
+
+    req = urllib.request.Request(f"{stack.loki}/runtime_config")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        live = yaml.safe_load(resp.read())
+    rules = live["overrides"]["fake"]["retention_stream"]
+    assert [(r["selector"], r["period"]) for r in rules] == [
+        (r["selector"], r["period"]) for r in loki_retention_rules()]
+
+    run = uuid.uuid4().hex[:8]
+    service = f"clawdbot-selftest-retention-{run}"
+    logger_provider = LoggerProvider(resource=Resource.create({"service.name": service}))
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(OTLPLogExporter(endpoint=stack.otlp_grpc, insecure=True)))
+    telemetry = Telemetry(logger_provider=logger_provider, log_sinks=[])
+    telemetry.log("INFO", "gateway", f"an info line {run}")
+    audit("auth", outcome="failure", actor="client-7", telemetry=telemetry)
+    assert logger_provider.force_flush(30_000)
+    logger_provider.shutdown()
+
+    def streams(selector: str) -> list[Any]:
+        status, body = http_json(f"{stack.loki}/loki/api/v1/query_range", {
+            "query": selector, "start": str(time.time_ns() - 600 * 10**9), "end": str(time.time_ns() + 60 * 10**9)})
+        assert status == 200, body
+        return list(body["data"]["result"])
+
+    # each rule's selector, narrowed to this run's service, finds exactly the record it is meant for
+    audit_streams = wait_for(lambda: streams(f'{{service_name="{service}", component="audit"}}'), 60, 0.5,
+                             "the audit record under its component label")
+    assert [v[1] for s in audit_streams for v in s["values"]] == ["auth"]
+    info = wait_for(lambda: streams(f'{{service_name="{service}", severity_text=~"(?i)INFO"}}'), 60, 0.5,
+                    "the INFO record under its severity label")
+    assert [v[1] for s in info for v in s["values"]] == [f"an info line {run}"]
