@@ -13,7 +13,7 @@ Watchers never raise into the host: bad files are counted in
 
 from __future__ import annotations
 
-from .heartbeats import HeartbeatWatcher, TaskHeartbeatWatcher
+from .heartbeats import TaskHeartbeatWatcher
 from .inbox import InboxWatcher
 from .resources import ResourceSampler
 from .scheduler import CronScheduler, JobRun, SchedulerInstrumentation
@@ -22,7 +22,6 @@ from .tasks import TaskInstrumentation
 
 __all__ = [
     "CronScheduler",
-    "HeartbeatWatcher",
     "InboxWatcher",
     "JobRun",
     "ResourceSampler",

@@ -28,7 +28,7 @@ from clawdbot_otel._facade import Telemetry
 from ._files import MAX_FILE_BYTES, PARTIAL_GRACE_S, InvalidRecord, JsonFolder, optional_str, parse_timestamp
 from ._polling import PollingWatcher
 
-__all__ = ["DEFAULT_HEARTBEATS", "HeartbeatWatcher", "TaskHeartbeat", "TaskHeartbeatWatcher"]
+__all__ = ["DEFAULT_HEARTBEATS", "TaskHeartbeat", "TaskHeartbeatWatcher"]
 
 DEFAULT_HEARTBEATS = "~/clawd/scheduler/heartbeats/"
 
@@ -171,7 +171,3 @@ class TaskHeartbeatWatcher(PollingWatcher):
         for path in [p for p in self._states if p not in records]:
             self._log("INFO", "Heartbeat removed", self._states.pop(path).record)
         self._active, self._stale = active, stale
-
-
-#: The name of the issue's brief; the class name says which heartbeat it is.
-HeartbeatWatcher = TaskHeartbeatWatcher

@@ -7,7 +7,7 @@ from clawdbot_otel import collect
 
 def test_all_is_the_public_surface() -> None:
     assert sorted(collect.__all__) == [
-        "CronScheduler", "HeartbeatWatcher", "InboxWatcher", "JobRun", "ResourceSampler",
+        "CronScheduler", "InboxWatcher", "JobRun", "ResourceSampler",
         "SchedulerInstrumentation", "SpawnQueueWatcher", "TaskHeartbeatWatcher", "TaskInstrumentation",
     ]
     assert all(getattr(collect, name) is not None for name in collect.__all__)

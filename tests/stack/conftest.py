@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,19 @@ def jaeger_spans(stack: RunningStack, service: str) -> list[dict[str, Any]]:
             span["tags_map"] = {t["key"]: t["value"] for t in span["tags"]}
             spans.append(span)
     return spans
+
+
+def parent_of(spans: list[dict[str, Any]]) -> Callable[[dict[str, Any] | None], dict[str, Any] | None]:
+    """A span's parent among `spans` (Jaeger's CHILD_OF reference), or None."""
+    by_id = {(s["traceID"], s["spanID"]): s for s in spans}
+
+    def parent(span: dict[str, Any] | None) -> dict[str, Any] | None:
+        for ref in (span or {}).get("references") or []:
+            if ref["refType"] == "CHILD_OF":
+                return by_id.get((ref["traceID"], ref["spanID"]))
+        return None
+
+    return parent
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,16 @@ import pytest
 from clawdbot_otel.conventions import METRICS, Kind
 from clawdbot_otel.dashboards import DASHBOARDS, dashboard_json
 
-from .conftest import ExtraCollector, RunningStack, gateway_process, http_json, jaeger_spans, prom_query, wait_for
+from .conftest import (
+    ExtraCollector,
+    RunningStack,
+    gateway_process,
+    http_json,
+    jaeger_spans,
+    parent_of,
+    prom_query,
+    wait_for,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -90,13 +99,7 @@ def test_jaeger_holds_connected_traces_with_every_span_category(stack: RunningSt
         return spans if categories <= present else []
 
     spans = wait_for(spans_with_all_categories, 90, 2, "all six span categories in Jaeger")
-    by_id = {(s["traceID"], s["spanID"]): s for s in spans}
-
-    def parent(span: dict[str, Any]) -> dict[str, Any] | None:
-        for ref in span.get("references") or []:
-            if ref["refType"] == "CHILD_OF":
-                return by_id.get((ref["traceID"], ref["spanID"]))
-        return None
+    parent = parent_of(spans)
 
     def category(span: dict[str, Any] | None) -> str | None:
         return None if span is None else span["tags_map"].get("clawdbot.span.category")

@@ -17,7 +17,7 @@ import pytest
 from tests.openclaw.fake_model import FakeModelServer, TextReply, ToolCallReply
 from tests.openclaw.harness import OpenClawGateway, parse_agent_json
 
-from .conftest import ExtraCollector, RunningStack, gateway_process, jaeger_spans, prom_query, wait_for
+from .conftest import ExtraCollector, RunningStack, gateway_process, jaeger_spans, parent_of, prom_query, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.openclaw]
 
@@ -59,13 +59,7 @@ def test_real_openclaw_runs_arrive_as_connected_traces_and_metrics(
         return spans if len(complete) == 2 else []
 
     spans = wait_for(two_complete_runs, 90, 2, "two complete OpenClaw runs in Jaeger")
-    by_id = {(s["traceID"], s["spanID"]): s for s in spans}
-
-    def parent(span: dict[str, Any]) -> dict[str, Any] | None:
-        for ref in span.get("references") or []:
-            if ref["refType"] == "CHILD_OF":
-                return by_id.get((ref["traceID"], ref["spanID"]))
-        return None
+    parent = parent_of(spans)
 
     agent_requests = [s for s in spans if s["tags_map"].get("rpc.method") == "agent"]
     assert len(agent_requests) == 2 and len({s["traceID"] for s in agent_requests}) == 2  # one trace per run
