@@ -11,4 +11,3 @@ def test_all_is_the_public_surface() -> None:
         "SchedulerInstrumentation", "SpawnQueueWatcher", "TaskHeartbeatWatcher", "TaskInstrumentation",
     ]
     assert all(getattr(collect, name) is not None for name in collect.__all__)
-    assert collect.HeartbeatWatcher is collect.TaskHeartbeatWatcher
