@@ -26,9 +26,7 @@ __all__ = [
     "FrameError",
     "RequestFrame",
     "ResponseFrame",
-    "encode",
     "error_response",
-    "event_frame",
     "parse_frame",
     "response",
 ]
@@ -122,10 +120,6 @@ def frame_from_dict(obj: dict[str, Any]) -> Frame:
     raise FrameError("unknown_type", f"unknown frame type {str(kind)[:40]!r}", rid if isinstance(rid, str) else None)
 
 
-def encode(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
-
-
 def response(frame_id: str, payload: Any) -> dict[str, Any]:
     return {"type": "res", "id": frame_id, "ok": True, "payload": payload}
 
@@ -143,10 +137,3 @@ def error_response(
     if retryable is not None:
         error["retryable"] = retryable
     return {"type": "res", "id": frame_id or "", "ok": False, "error": error}
-
-
-def event_frame(event: str, payload: Any, seq: int | None = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "event", "event": event, "payload": payload}
-    if seq is not None:
-        frame["seq"] = seq
-    return frame
