@@ -37,8 +37,7 @@ from typing import Any
 
 import psutil
 
-from clawdbot_otel.gateway import GatewayClient, GatewayError
-from clawdbot_otel.gateway._demo import SCENARIOS
+from clawdbot_otel.simulation import SCENARIOS, GatewayClient, GatewayError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proxy_bench import gateway_process

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from clawdbot_otel.gateway import GatewayClient
+from clawdbot_otel.simulation import GatewayClient
 
 _RUN_GATEWAY = (
     "import argparse, sys\n"

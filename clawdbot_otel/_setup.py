@@ -46,6 +46,7 @@ from ._log_export import QueuedLogRecordProcessor, file_log_exporter, otlp_log_e
 from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
 from ._span_export import otlp_span_exporter
 from .conventions import METRICS, Kind
+from .paths import state_dir
 
 __all__ = ["Settings", "histogram_views", "setup", "shutdown"]
 
@@ -80,11 +81,6 @@ def _positive_int(env: Mapping[str, str], name: str) -> int | None:
         _warn(f"{name}={text!r} is not a positive integer; using the default")
         return None
     return value
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "clawdbot-otel"
 
 
 @dataclass(frozen=True)
@@ -123,7 +119,7 @@ class Settings:
         development = environment in _DEVELOPMENT
         strict_env = env.get("CLAWDBOT_OTEL_STRICT")
         strict = strict_env.lower() in _TRUE if strict_env else development
-        output_dir = Path(env.get("CLAWDBOT_OTEL_OUTPUT_DIR") or default_state_dir() / "telemetry")
+        output_dir = Path(env.get("CLAWDBOT_OTEL_OUTPUT_DIR") or state_dir() / "telemetry")
         general_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         general_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         exporters: dict[str, str] = {}

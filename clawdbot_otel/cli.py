@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import orjson
 
-from .conventions import catalogue_dict, catalogue_markdown
 from .gateway import register as register_gateway
 from .logfiles._cli import register as register_logs
+from .presentation import catalogue_dict, catalogue_markdown
 from .stack import register as register_stack
 
 __all__ = ["main"]
@@ -39,7 +39,7 @@ def _config(_args: argparse.Namespace) -> int:
 def _rules(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .conventions._rules_render import prometheus_rules_yaml
+    from .presentation import prometheus_rules_yaml
 
     text = prometheus_rules_yaml()
     if args.write:
@@ -54,7 +54,7 @@ def _rules(args: argparse.Namespace) -> int:
 def _dashboards(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .dashboards import DASHBOARDS, dashboard_json
+    from .presentation import DASHBOARDS, dashboard_json
 
     out = Path(args.write)
     out.mkdir(parents=True, exist_ok=True)

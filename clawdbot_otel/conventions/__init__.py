@@ -21,7 +21,6 @@ from ._model import (
     SpanCategory,
     prometheus_name,
 )
-from ._render import catalogue_dict, catalogue_markdown
 from ._spans import COMMON_ATTRIBUTES, CORRELATION_ATTRIBUTE, SPAN_CATEGORIES, SPAN_CATEGORY_ATTRIBUTE
 
 __all__ = [
@@ -49,8 +48,6 @@ __all__ = [
     "MetricSpec",
     "RecordingRule",
     "SpanCategory",
-    "catalogue_dict",
-    "catalogue_markdown",
     "nearest",
     "prometheus_name",
 ]

@@ -64,9 +64,9 @@ def register(subparsers: Any) -> None:
 
 def _gateway(args: argparse.Namespace) -> int:
     import clawdbot_otel
+    from clawdbot_otel.simulation import ForeignWorkspaceError
 
     from ._server import GatewayServer
-    from ._workspace import ForeignWorkspaceError
 
     if not args.no_telemetry:
         # host:port tells two gateways on one machine apart and stays the same across restarts
@@ -109,7 +109,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from clawdbot_otel.simulation import run_demo
 
     async def embedded() -> Any:
         import tempfile

@@ -27,8 +27,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from clawdbot_otel._facade import Telemetry
-
-from ._frames import PROTOCOL_VERSION
+from clawdbot_otel.frames import PROTOCOL_VERSION
 
 __all__ = ["UpstreamMonitor"]
 

@@ -30,9 +30,8 @@ from clawdbot_otel._spans import SpanHandle, model_family, session_type
 from clawdbot_otel.collect import TaskInstrumentation
 from clawdbot_otel.collect._gauges import GaugeCallbacks
 from clawdbot_otel.conventions import METRICS_BY_NAME, OTHER
+from clawdbot_otel.frames import EventFrame, Frame, RequestFrame, ResponseFrame
 from clawdbot_otel.logfiles import audit as write_audit
-
-from ._frames import EventFrame, Frame, RequestFrame, ResponseFrame
 
 __all__ = ["FrameObserver"]
 

@@ -27,9 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from clawdbot_otel._facade import Telemetry
-
-from ._embedded import DEFAULT_CRON_JOBS, CronJob, EmbeddedRuntime
-from ._frames import (
+from clawdbot_otel.frames import (
     ERROR_INVALID_REQUEST,
     EventFrame,
     FrameError,
@@ -38,9 +36,10 @@ from ._frames import (
     error_response,
     parse_frame,
 )
+from clawdbot_otel.simulation import DEFAULT_CRON_JOBS, CronJob, EmbeddedRuntime, Workspace
+
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
-from ._workspace import Workspace
 
 __all__ = ["GatewayServer", "inject_traceparent"]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clawdbot_otel.conventions import AUDIT_CATEGORY, LOG_LEVELS
+from clawdbot_otel.paths import state_dir
 
 __all__ = [
     "LOG_DIR_ENV",
@@ -91,9 +92,7 @@ def default_log_dir(env: Mapping[str, str] | None = None) -> Path:
     configured = env.get(LOG_DIR_ENV)
     if configured:
         return Path(configured).expanduser()
-    from clawdbot_otel._setup import default_state_dir
-
-    return default_state_dir() / "logs"
+    return state_dir() / "logs"
 
 
 def destination_dirs(

@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from clawdbot_otel.paths import cache_dir
+
 from . import _versions as v
 
 __all__ = [
@@ -63,13 +65,6 @@ class Binaries:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    """$CLAWDBOT_OTEL_CACHE, else ~/.cache/clawdbot-otel (created on demand)."""
-    env = os.environ.get("CLAWDBOT_OTEL_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "clawdbot-otel"
-    return base.resolve()
 
 
 def repo_root() -> Path:

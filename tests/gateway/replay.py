@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clawdbot_otel.gateway import FrameObserver, RequestFrame
-from clawdbot_otel.gateway._frames import frame_from_dict
+from clawdbot_otel.frames import RequestFrame, frame_from_dict
+from clawdbot_otel.gateway import FrameObserver
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CAPTURES = ("agent-turn-plain.jsonl", "agent-turn-tool-call.jsonl", "agent-turns-model-error.jsonl")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import clawdbot_otel.gateway as gateway_pkg
-from clawdbot_otel.gateway import EmbeddedRuntime, GatewayServer, register, run_demo
-from clawdbot_otel.gateway._embedded import Peer
-from clawdbot_otel.gateway._frames import ERROR_UNAVAILABLE, error_response
+from clawdbot_otel.frames import ERROR_UNAVAILABLE, error_response
+from clawdbot_otel.gateway import GatewayServer, register
+from clawdbot_otel.simulation import EmbeddedRuntime, Peer, run_demo
 from clawdbot_otel.testing import capture_telemetry
 
 pytestmark = pytest.mark.timeout(90)

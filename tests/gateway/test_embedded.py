@@ -11,9 +11,8 @@ import orjson
 import pytest
 from opentelemetry.trace import StatusCode
 
-from clawdbot_otel.gateway._client import GatewayClient, GatewayError
-from clawdbot_otel.gateway._embedded import CronJob
 from clawdbot_otel.gateway._server import GatewayServer
+from clawdbot_otel.simulation import CronJob, GatewayClient, GatewayError
 from clawdbot_otel.testing import Capture, capture_telemetry
 
 from .replay import records

@@ -10,13 +10,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from clawdbot_otel.gateway._client import GatewayClient
-from clawdbot_otel.gateway._embedded import EmbeddedRuntime
 from clawdbot_otel.gateway._server import GatewayServer
-from clawdbot_otel.gateway._workspace import (
+from clawdbot_otel.simulation import (
     MAX_RECORD_BYTES,
     SIMULATION_MARKER,
+    EmbeddedRuntime,
     ForeignWorkspaceError,
+    GatewayClient,
     Workspace,
     read_json,
 )

@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from clawdbot_otel.frames import frame_from_dict
 from clawdbot_otel.gateway import FrameObserver
-from clawdbot_otel.gateway._frames import frame_from_dict
 from clawdbot_otel.testing import Capture, capture_telemetry
 
 from .replay import records, replay

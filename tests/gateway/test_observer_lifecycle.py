@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
+from clawdbot_otel.frames import frame_from_dict
 from clawdbot_otel.gateway import FrameObserver
-from clawdbot_otel.gateway._frames import frame_from_dict
 from clawdbot_otel.testing import Capture, capture_telemetry
 
 _NS = 1_000_000_000

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from clawdbot_otel.conventions import METRICS_BY_NAME
-from clawdbot_otel.conventions._alerts import ALERTS
-from clawdbot_otel.conventions._rules_render import prometheus_rules_yaml
+from clawdbot_otel.presentation import ALERTS, prometheus_rules_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "clawdbot.yml"

@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from clawdbot_otel.conventions import METRICS_BY_NAME, Kind
-from clawdbot_otel.conventions._alerts import KPI_RECORDING_RULES
-from clawdbot_otel.dashboards import DASHBOARDS, Dashboard, Panel, dashboard_json
+from clawdbot_otel.presentation import DASHBOARDS, KPI_RECORDING_RULES, Dashboard, Panel, dashboard_json
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "deploy" / "grafana" / "dashboards"

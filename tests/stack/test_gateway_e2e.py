@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from clawdbot_otel.conventions import METRICS, Kind
-from clawdbot_otel.dashboards import DASHBOARDS, dashboard_json
+from clawdbot_otel.presentation import DASHBOARDS, dashboard_json
 
 from .conftest import (
     ExtraCollector,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from ._frames import (
+from clawdbot_otel.frames import (
     ERROR_INVALID_REQUEST,
     ERROR_UNAVAILABLE,
     PROTOCOL_VERSION,
@@ -44,6 +44,7 @@ from ._frames import (
     error_response,
     response,
 )
+
 from ._workspace import Workspace, read_json, write_json
 
 __all__ = ["DEFAULT_CRON_JOBS", "CronJob", "EmbeddedRuntime", "Peer"]

@@ -4,7 +4,7 @@ Workers drive the protocol like the openclaw CLI does (connect, agent turns, age
 cron.*, health) with a fixed mix: plain turns, tool calls, a share of failing and slow tools, model
 errors and retries, sub-agent spawns (spawn queue), inbox messages, stale heartbeats, failed
 validations, invalid frames and a bad token now and then. The embedded gateway turns the message
-words into those behaviours (see `_embedded`); a real gateway just answers them as turns.
+words into those behaviours (see `_runtime`); a real gateway just answers them as turns.
 
 A failure of a scenario that provokes one on purpose (`PROVOKED_FAILURES`) is expected; any other
 failure is unexpected, listed in the summary, and makes `DemoStats.exit_status` non-zero.

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from clawdbot_otel._setup import default_state_dir
+from clawdbot_otel.paths import state_dir
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -58,7 +58,7 @@ class Workspace:
     @classmethod
     def simulation_default(cls) -> Workspace:
         """The embedded runtime's own workspace, under the state dir (never the user's real ~/clawd)."""
-        return cls(default_state_dir() / "simulated-workspace")
+        return cls(state_dir() / "simulated-workspace")
 
     @property
     def scheduler(self) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._metrics import METRICS, RECORDING_RULES, SELF_METRICS
+from clawdbot_otel.conventions import METRICS, RECORDING_RULES, SELF_METRICS
 
 __all__ = ["ALERTS", "KPI_RECORDING_RULES", "AlertRule"]
 

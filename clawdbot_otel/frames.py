@@ -27,6 +27,7 @@ __all__ = [
     "RequestFrame",
     "ResponseFrame",
     "error_response",
+    "frame_from_dict",
     "parse_frame",
     "response",
 ]

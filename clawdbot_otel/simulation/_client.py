@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from ._frames import PROTOCOL_VERSION
+from clawdbot_otel.frames import PROTOCOL_VERSION
 
 __all__ = ["GatewayClient", "GatewayError"]
 

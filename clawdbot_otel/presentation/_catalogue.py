@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._logs import LOG_CATEGORIES, LOG_FIELDS, LOG_LEVELS
-from ._metrics import METRICS, RECORDING_RULES, SELF_METRICS
-from ._model import MetricSpec
-from ._spans import COMMON_ATTRIBUTES, SPAN_CATEGORIES
+from clawdbot_otel.conventions import (
+    COMMON_ATTRIBUTES,
+    LOG_CATEGORIES,
+    LOG_FIELDS,
+    LOG_LEVELS,
+    METRICS,
+    RECORDING_RULES,
+    SELF_METRICS,
+    SPAN_CATEGORIES,
+    MetricSpec,
+)
 
 __all__ = ["catalogue_dict", "catalogue_markdown"]
 

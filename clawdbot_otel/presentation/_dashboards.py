@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .conventions import METRICS_BY_NAME, nearest
-from .conventions._alerts import KPI_RECORDING_RULES
+from clawdbot_otel.conventions import METRICS_BY_NAME, nearest
+
+from ._alerts import KPI_RECORDING_RULES
 
 __all__ = ["DASHBOARDS", "Dashboard", "Panel", "dashboard_json"]
 
