@@ -11,7 +11,7 @@ import orjson
 
 from .gateway import register as register_gateway
 from .logfiles._cli import register as register_logs
-from .presentation import catalogue_dict, catalogue_markdown
+from .presentation import catalogue_dict, catalogue_markdown, register_log_search
 from .stack import register as register_stack
 
 __all__ = ["main"]
@@ -65,6 +65,14 @@ def _dashboards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_store_url() -> str:
+    """The running native stack's log store, else VictoriaLogs' default address."""
+    from .stack import info
+
+    running = info()
+    return running.victorialogs_url if running is not None else "http://127.0.0.1:9428"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawdbot-otel",
@@ -86,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     dash.set_defaults(func=_dashboards)
     # Subcommands that live with their subsystem register themselves.
     register_gateway(sub)
-    register_logs(sub)
+    register_log_search(register_logs(sub), default_url=_log_store_url)
     register_stack(sub)
     return parser
 

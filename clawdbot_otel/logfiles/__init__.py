@@ -15,10 +15,10 @@ Layout under one root (`CLAWDBOT_OTEL_LOG_DIR`, default `~/.local/state/clawdbot
 from __future__ import annotations
 
 from ._audit import audit
-from ._loki import loki_retention_config, loki_retention_rules
 from ._maintenance import PrunedFile, prune
 from ._policy import LOG_DIR_ENV, RETENTION_POLICY, LogRetention, default_log_dir
 from ._sink import DEFAULT_MAX_BYTES, LevelFileSink
+from ._victorialogs import LogStoreClass, collector_log_routing_config, endpoint_env, log_store_classes
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -26,10 +26,12 @@ __all__ = [
     "RETENTION_POLICY",
     "LevelFileSink",
     "LogRetention",
+    "LogStoreClass",
     "PrunedFile",
     "audit",
+    "collector_log_routing_config",
     "default_log_dir",
-    "loki_retention_config",
-    "loki_retention_rules",
+    "endpoint_env",
+    "log_store_classes",
     "prune",
 ]

@@ -5,11 +5,11 @@
     audit("auth", outcome="success", actor=client_id, remote_addr=peer)
     audit("auth", outcome="failure", actor=client_id, reason="bad_token", remote_addr=peer)
     audit("config.change", actor="cli", key="gateway.port", old=18789, new=18790)
-    audit("stack.start", actor="clawdbot-otel", services="collector,loki")
+    audit("stack.start", actor="clawdbot-otel", services="collector,victorialogs")
 
 The record goes through the same pipeline as `log()` (same JSON shape, redaction, trace context, OTLP
-export) with `component="audit"`, so `LevelFileSink` files it in `audit/` (1 year) and Loki keeps it
-by the `{component="audit"}` rule. It is never dropped by the minimum log level and never sampled:
+export) with `component="audit"`, so `LevelFileSink` files it in `audit/` (1 year) and the log store keeps it
+in its audit instance (1 year). It is never dropped by the minimum log level and never sampled:
 the helper uses a logger over the same processors and sinks without the level filter.
 """
 

@@ -1,4 +1,4 @@
-"""`clawdbot-otel logs ...`: prune expired log files, print the Loki retention rules."""
+"""`clawdbot-otel logs ...`: prune expired log files, print the log store's retention routing."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from ._loki import loki_retention_config
 from ._maintenance import PrunedFile, prune
 from ._policy import LOG_DIR_ENV, RETENTION_POLICY, default_log_dir
+from ._victorialogs import collector_log_routing_config
 
 __all__ = ["register"]
 
@@ -55,8 +55,8 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loki_retention(_args: argparse.Namespace) -> int:
-    sys.stdout.write(loki_retention_config())
+def _retention_config(_args: argparse.Namespace) -> int:
+    sys.stdout.write(collector_log_routing_config())
     return 0
 
 
@@ -72,9 +72,10 @@ def _policy_table() -> str:
                      for r in rows)
 
 
-def register(subparsers: Any) -> None:
-    """Add the `logs` command (from `add_subparsers()`) with its `prune` and `loki-retention` subcommands."""
-    logs = subparsers.add_parser("logs", help="local log files: prune expired ones, Loki retention rules")
+def register(subparsers: Any) -> Any:
+    """Add the `logs` command (from `add_subparsers()`) with its `prune` and `retention-config` subcommands;
+    returns its subparsers so that other layers can add theirs (`logs search`)."""
+    logs = subparsers.add_parser("logs", help="local log files: prune expired ones; the log store's retention routing")
     logs_sub = logs.add_subparsers(dest="logs_command", metavar="SUBCOMMAND", required=True)
     prune_parser = logs_sub.add_parser(
         "prune", help="remove rotated log files past their level's retention",
@@ -90,6 +91,8 @@ def register(subparsers: Any) -> None:
                               default=[], help="a destination that lives outside the log root, as configured in "
                               "LevelFileSink(directories=...); repeatable")
     prune_parser.set_defaults(func=_prune)
-    loki = logs_sub.add_parser("loki-retention",
-                               help="print Loki's per-stream retention runtime config (deploy/loki/retention.yaml)")
-    loki.set_defaults(func=_loki_retention)
+    routing = logs_sub.add_parser(
+        "retention-config",
+        help="print the collector's per-retention-class log pipelines (otel-collector/logs-victorialogs.yaml)")
+    routing.set_defaults(func=_retention_config)
+    return logs_sub

@@ -10,7 +10,8 @@ or `CLAWDBOT_OTEL_LOG_DIR`):
     audit/    component "audit"  1 year (any level)
 
 A record goes to exactly one destination: audit records to audit/, every other record to its level's
-folder. The file sink, `logs prune` and the generated Loki retention rules all read this table.
+folder. The file sink, `logs prune` and the log store's retention classes (one VictoriaLogs instance
+per row) all read this table.
 """
 
 from __future__ import annotations

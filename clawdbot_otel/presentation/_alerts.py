@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from clawdbot_otel.conventions import METRICS, RECORDING_RULES, SELF_METRICS
 
-__all__ = ["ALERTS", "KPI_RECORDING_RULES", "AlertRule"]
+__all__ = ["AGGREGATION_RULES", "ALERTS", "KPI_RECORDING_RULES", "LONG_TERM_SERIES", "AlertRule"]
 
 _PROM = {m.name: m.prometheus_name for m in (*METRICS, *SELF_METRICS)}
 
@@ -104,3 +104,43 @@ KPI_RECORDING_RULES: tuple[tuple[str, str], ...] = (
      f"+ sum(increase({_p('task_validation_failures')}[24h])))"),
     ("clawdbot:session_tokens:rate5m", f"sum by (model) (rate({_p('session_tokens_used')}[5m]))"),
 )
+
+
+def _quantiles(metric: str, by: str) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (f"clawdbot:{_p(metric)}:p{q}_1m",
+         f"histogram_quantile(0.{q}, sum by (le, {by}) (rate({_p(metric)}_bucket[1m])))")
+        for q in (50, 95, 99)
+    )
+
+
+#: The design's "Metric Aggregation" table as recording rules (evaluated every minute). With the KPI rules
+#: above they are the "aggregated metrics" the long-term Prometheus keeps 90 days (raw samples: 7 days).
+AGGREGATION_RULES: tuple[tuple[str, str], ...] = (
+    # Request count: sum over 1 minute, per gateway (job, instance)
+    ("clawdbot:gateway_requests:increase1m",
+     f"sum by (job, instance, method, status) (increase({_p('gateway_requests_total')}[1m]))"),
+    # Latency: P50, P95, P99 over 1 minute
+    *_quantiles("gateway_request_latency_seconds", "method"),
+    # Error rate: rate over 5 minutes (errors per second, and the failed share of requests)
+    ("clawdbot:gateway_errors:rate5m", f"sum by (error_type) (rate({_p('gateway_errors_total')}[5m]))"),
+    ("clawdbot:gateway_request_error_ratio:rate5m",
+     f'sum(rate({_p("gateway_requests_total")}{{status!="success"}}[5m])) '
+     f"/ sum(rate({_p('gateway_requests_total')}[5m]))"),
+    # Active sessions: max over 1 minute
+    ("clawdbot:session_active:max1m", f"max by (type) (max_over_time({_p('session_active')}[1m]))"),
+    # Queue depth: max over 1 minute
+    ("clawdbot:spawn_queue_depth:max1m", f"max(max_over_time({_p('spawn_queue_depth')}[1m]))"),
+    ("clawdbot:inbox_undelivered_messages:max1m",
+     f"max by (to_agent) (max_over_time({_p('inbox_undelivered_messages')}[1m]))"),
+    # Resource usage: average over 5 minutes
+    ("clawdbot:resource_cpu_percent:avg5m", f"avg by (process) (avg_over_time({_p('resource_cpu_percent')}[5m]))"),
+    ("clawdbot:resource_memory_used_bytes:avg5m",
+     f"avg by (process) (avg_over_time({_p('resource_memory_used_bytes')}[5m]))"),
+    ("clawdbot:resource_disk_used_bytes:avg5m",
+     f"avg by (path) (avg_over_time({_p('resource_disk_used_bytes')}[5m]))"),
+)
+
+#: Series names the raw Prometheus forwards to the long-term one (remote write, `keep` relabelling):
+#: exactly the recording rules' outputs. deploy/prometheus/prometheus.yml repeats it; a test checks.
+LONG_TERM_SERIES = "|".join(name for name, _ in (*KPI_RECORDING_RULES, *AGGREGATION_RULES))

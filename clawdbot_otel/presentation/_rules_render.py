@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from ._alerts import ALERTS, KPI_RECORDING_RULES
+from ._alerts import AGGREGATION_RULES, ALERTS, KPI_RECORDING_RULES
 
 __all__ = ["prometheus_rules_yaml"]
 
@@ -20,6 +20,11 @@ def prometheus_rules_yaml() -> str:
             "name": "clawdbot-kpis",
             "interval": "1m",
             "rules": [{"record": name, "expr": expr} for name, expr in KPI_RECORDING_RULES],
+        },
+        {
+            "name": "clawdbot-aggregation",
+            "interval": "1m",
+            "rules": [{"record": name, "expr": expr} for name, expr in AGGREGATION_RULES],
         },
         {
             "name": "clawdbot-alerts",

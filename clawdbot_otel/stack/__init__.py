@@ -6,21 +6,33 @@
     print(stack.jaeger_url)
     down()
 
-The command line is `clawdbot-otel stack build|up|down|status` (`register` adds it to a parser).
+The command line is `clawdbot-otel stack build|up|down|status|stop|start` (`register` adds it to a parser).
 """
 
 from __future__ import annotations
 
 from ._build import Binaries, StackError, build_all, cache_dir, find_binaries, repo_root
 from ._cli import register
-from ._launch import Ports, ServerStatus, StackInfo, collector_env, down, info, stack_dir, status, up
+from ._launch import (
+    Ports,
+    ServerStatus,
+    StackInfo,
+    collector_env,
+    down,
+    info,
+    stack_dir,
+    start_server,
+    status,
+    stop_server,
+    up,
+)
 from ._versions import (
     ALERTMANAGER_VERSION,
     COLLECTOR_VERSION,
     JAEGER_MODULE_VERSION,
     JAEGER_VERSION,
-    LOKI_VERSION,
     PROMETHEUS_VERSION,
+    VICTORIALOGS_VERSION,
 )
 
 __all__ = [
@@ -28,8 +40,8 @@ __all__ = [
     "COLLECTOR_VERSION",
     "JAEGER_MODULE_VERSION",
     "JAEGER_VERSION",
-    "LOKI_VERSION",
     "PROMETHEUS_VERSION",
+    "VICTORIALOGS_VERSION",
     "Binaries",
     "Ports",
     "ServerStatus",
@@ -44,6 +56,8 @@ __all__ = [
     "register",
     "repo_root",
     "stack_dir",
+    "start_server",
     "status",
+    "stop_server",
     "up",
 ]

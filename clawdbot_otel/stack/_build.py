@@ -1,7 +1,7 @@
 """Build (or find) the five servers of the native stack, cached under ~/.cache/clawdbot-otel.
 
 * otelcol-clawdbot: the OpenTelemetry Collector Builder (ocb) with otel-collector/builder-config.yaml;
-* jaeger (v2) and loki: `go build` of their cmd packages through a generated wrapper module that requires
+* jaeger (v2) and victoria-logs: `go build` of their cmd packages through a generated wrapper module that requires
   the pinned release and repeats its replace/exclude directives (`go install pkg@version` refuses modules
   with replace directives);
 * prometheus and alertmanager: the Debian packages (installed with apt-get when run as root).
@@ -58,7 +58,7 @@ class Binaries:
 
     collector: Path
     jaeger: Path
-    loki: Path
+    victorialogs: Path
     prometheus: Path
     alertmanager: Path
 
@@ -173,7 +173,7 @@ def _go() -> tuple[str, dict[str, str]]:
     if not have or have < v.GO_MIN_VERSION:
         raise StackError(
             f"{go} is {out.stdout.strip() or 'unknown'}: install Go >= {_fmt(v.GO_MIN_VERSION)} "
-            f"(Loki {v.LOKI_VERSION} requires it)"
+            "(the pinned collector, Jaeger and VictoriaLogs modules require it)"
         )
     return go, env
 
@@ -328,19 +328,19 @@ def _jaeger(cache: Path, force: bool, step: str, progress: Progress) -> Path:
     )
 
 
-def _loki(cache: Path, force: bool, step: str, progress: Progress) -> Path:
-    pkg = "github.com/grafana/loki/v3/pkg/util/build"
-    ldflags = f"-s -w -X {pkg}.Version={v.LOKI_VERSION.removeprefix('v')} -X {pkg}.Branch=release-3.7.x"
+def _victorialogs(cache: Path, force: bool, step: str, progress: Progress) -> Path:
+    pkg = "github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo"
+    ldflags = f"-s -w -X {pkg}.Version=victoria-logs-{v.VICTORIALOGS_VERSION}"
     return _go_wrapper_build(
         cache=cache,
         force=force,
         step=step,
         progress=progress,
-        name="loki",
-        module=v.LOKI_MODULE,
-        version=v.LOKI_VERSION,
-        package=f"{v.LOKI_MODULE}/cmd/loki",
-        flags=["-trimpath", "-tags", "netgo", "-ldflags", ldflags],
+        name="victoria-logs",
+        module=v.VICTORIALOGS_MODULE,
+        version=v.VICTORIALOGS_VERSION,
+        package=f"{v.VICTORIALOGS_MODULE}/app/victoria-logs",
+        flags=["-trimpath", "-ldflags", ldflags],
     )
 
 
@@ -429,11 +429,11 @@ def build_all(
     with _build_lock(cache):
         collector = _collector(cache, force, f"[1/{_TOTAL_STEPS}]", progress)
         jaeger = _jaeger(cache, force, f"[2/{_TOTAL_STEPS}]", progress)
-        loki = _loki(cache, force, f"[3/{_TOTAL_STEPS}]", progress)
+        victorialogs = _victorialogs(cache, force, f"[3/{_TOTAL_STEPS}]", progress)
         prometheus = _prometheus(f"[4/{_TOTAL_STEPS}]", progress, install_packages)
         alertmanager = _alertmanager(f"[5/{_TOTAL_STEPS}]", progress, install_packages)
     progress(f"stack build: done in {time.monotonic() - started:.1f}s (cache: {cache})")
-    return Binaries(collector, jaeger, loki, prometheus, alertmanager)
+    return Binaries(collector, jaeger, victorialogs, prometheus, alertmanager)
 
 
 def find_binaries(cache: Path | None = None) -> Binaries:
@@ -443,7 +443,7 @@ def find_binaries(cache: Path | None = None) -> Binaries:
     built = {
         "collector": bin_dir / f"otelcol-clawdbot-v{v.COLLECTOR_VERSION}",
         "jaeger": bin_dir / f"jaeger-{v.JAEGER_MODULE_VERSION}",
-        "loki": bin_dir / f"loki-{v.LOKI_VERSION}",
+        "victorialogs": bin_dir / f"victoria-logs-{v.VICTORIALOGS_VERSION}",
     }
     missing = [f"{k} ({p})" for k, p in built.items() if not os.access(p, os.X_OK)]
     prom = os.environ.get("CLAWDBOT_OTEL_PROMETHEUS") or shutil.which("prometheus")
@@ -458,4 +458,4 @@ def find_binaries(cache: Path | None = None) -> Binaries:
         missing.append("alertmanager (Debian package `prometheus-alertmanager`)")
     if missing or prom is None or am is None:
         raise StackError("not built/installed: " + ", ".join(missing) + "; run `clawdbot-otel stack build`")
-    return Binaries(built["collector"], built["jaeger"], built["loki"], Path(prom), Path(am))
+    return Binaries(built["collector"], built["jaeger"], built["victorialogs"], Path(prom), Path(am))

@@ -1,15 +1,27 @@
-"""`clawdbot-otel stack build|up|down|status`."""
+"""`clawdbot-otel stack build|up|down|status|stop|start`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ._build import StackError, build_all
-from ._launch import PORT_OFFSET_ENV, STACK_DIR_ENV, Ports, down, info, status, up
+from ._launch import (
+    PORT_OFFSET_ENV,
+    STACK_DIR_ENV,
+    Ports,
+    down,
+    info,
+    start_server,
+    status,
+    stop_server,
+    up,
+)
 
 __all__ = ["register"]
 
@@ -40,8 +52,22 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop(args: argparse.Namespace) -> int:
+    stop_server(args.name, args.stack_dir)
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    start_server(args.name, args.stack_dir, timeout=args.timeout)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     servers = status(args.stack_dir)
+    code = (0 if all(s.healthy for s in servers) else 1) if servers else 3
+    if args.json:
+        print(json.dumps({"servers": [dataclasses.asdict(s) for s in servers]}, indent=2))
+        return code
     if not servers:
         print("stack: not running (no state recorded; `clawdbot-otel stack up` starts it)")
         return 3
@@ -80,12 +106,13 @@ def _wrap(func: Any, *, audited: bool = False) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the `stack` subcommand (build, up, down, status) to the clawdbot-otel parser."""
+    """Add the `stack` subcommand (build, up, down, status, stop, start) to the clawdbot-otel parser."""
     stack = subparsers.add_parser(
         "stack",
-        help="build and run the observability stack natively (collector, Jaeger, Prometheus, Loki, Alertmanager)",
+        help="build and run the observability stack natively (collector, Jaeger, Prometheus, VictoriaLogs, "
+        "Alertmanager)",
         description="Native observability stack on 127.0.0.1: OTel Collector (tail sampling) -> Jaeger v2, "
-        "Prometheus, Loki; plus Alertmanager. Binaries are cached in $CLAWDBOT_OTEL_CACHE "
+        "Prometheus, VictoriaLogs; plus Alertmanager. Binaries are cached in $CLAWDBOT_OTEL_CACHE "
         "(default ~/.cache/clawdbot-otel).",
     )
     sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
@@ -122,4 +149,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p_status = sub.add_parser("status", help="health of each server (exit 0 all healthy, 1 not, 3 not running)")
     common(p_status, ports=False)
+    p_status.add_argument("--json", action="store_true",
+                          help="each server's name, pid, health, ports, data folder and log file as JSON")
     p_status.set_defaults(func=_wrap(_status))
+
+    p_stop = sub.add_parser("stop", help="stop ONE server (e.g. for an upgrade); the others keep running")
+    common(p_stop, ports=False)
+    p_stop.add_argument("name", help="the server's name as `stack status` lists it (e.g. jaeger, victorialogs-info)")
+    p_stop.set_defaults(func=_wrap(_stop, audited=True))
+
+    p_start = sub.add_parser("start", help="start ONE stopped server again, with its ports and data")
+    common(p_start, ports=False)
+    p_start.add_argument("name", help="the server's name as `stack status` lists it")
+    p_start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
+    p_start.set_defaults(func=_wrap(_start, audited=True))

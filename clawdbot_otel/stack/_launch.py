@@ -1,8 +1,9 @@
-"""Start, check and stop the native stack: five server processes on 127.0.0.1.
+"""Start, check and stop the native stack: its server processes on 127.0.0.1.
 
 State lives in one directory (default <cache>/stack, or $CLAWDBOT_OTEL_STACK_DIR):
   state.json         pids, binaries and ports of the servers this launcher started
-  data/<server>/     Prometheus TSDB, Loki chunks/index/compactor, Alertmanager silences
+  data/<server>/     Prometheus TSDB, VictoriaLogs partitions (one folder per retention class),
+                     Jaeger's Badger store, Alertmanager silences, the collector's persistent queues
   logs/<server>.log  stdout+stderr of each server (truncated by each `up`)
   config/prometheus/ prometheus.yml and rules copied from deploy/, plus file_sd targets for these ports
 
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clawdbot_otel.logfiles import audit
+from clawdbot_otel.logfiles import LogStoreClass, audit, endpoint_env, log_store_classes
 
 from ._build import Binaries, StackError, cache_dir, find_binaries, repo_root
 
@@ -48,7 +49,9 @@ __all__ = [
     "down",
     "info",
     "stack_dir",
+    "start_server",
     "status",
+    "stop_server",
     "up",
 ]
 
@@ -56,6 +59,8 @@ PORT_OFFSET_ENV = "CLAWDBOT_OTEL_PORT_OFFSET"
 STACK_DIR_ENV = "CLAWDBOT_OTEL_STACK_DIR"
 _PORT_ENV_PREFIX = "CLAWDBOT_OTEL_PORT_"
 _STATE = "state.json"
+# Where deploy/prometheus/prometheus.yml sends the aggregated series (the compose service name).
+LONG_TERM_WRITE_URL = "http://prometheus-longterm:9090/api/v1/write"
 # Servers started by this process: kept referenced (so Popen never warns "still running" when collected)
 # and reaped by down().
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -86,10 +91,14 @@ class Ports:
     jaeger_otlp_http: int = 14318
     jaeger_health: int = 14133
     jaeger_metrics: int = 14269
-    prometheus: int = 9090
-    loki_http: int = 3100
-    loki_grpc: int = 9095
+    prometheus: int = 9090  # raw samples, 7 days
+    prometheus_longterm: int = 9091  # the recording rules' outputs (aggregated metrics), 90 days
+    victorialogs: int = 9428  # the log store's query node: web UI /select/vmui/, LogsQL /select/logsql/*
+    victorialogs_storage: int = 9481  # first of one port per retention class (9481 debug ... 9485 audit)
     alertmanager: int = 9093
+
+    def victorialogs_storage_port(self, cls: LogStoreClass) -> int:
+        return self.victorialogs_storage + cls.index
 
     def shifted(self, offset: int) -> Ports:
         moved = {f.name: getattr(self, f.name) + offset for f in dataclasses.fields(self)}
@@ -119,6 +128,7 @@ class Ports:
                     raise StackError(f"{_PORT_ENV_PREFIX}{f.name.upper()}={raw!r} is not a port number") from None
         ports = dataclasses.replace(ports, **overrides)
         values = [getattr(ports, f.name) for f in dataclasses.fields(cls)]
+        values += [ports.victorialogs_storage_port(c) for c in log_store_classes()[1:]]
         if len(set(values)) != len(values):
             raise StackError(f"the stack's ports must be distinct: {dataclasses.asdict(ports)}")
         return ports
@@ -149,8 +159,12 @@ class StackInfo:
         return f"http://127.0.0.1:{self.ports.prometheus}"
 
     @property
-    def loki_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.loki_http}"
+    def victorialogs_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.victorialogs}"
+
+    @property
+    def prometheus_longterm_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus_longterm}"
 
     @property
     def alertmanager_url(self) -> str:
@@ -162,7 +176,8 @@ class StackInfo:
             "OTLP HTTP (collector)": self.otlp_http_endpoint,
             "Jaeger UI": self.jaeger_url,
             "Prometheus": self.prometheus_url,
-            "Loki": self.loki_url,
+            "Prometheus, 90-day aggregates": self.prometheus_longterm_url,
+            "VictoriaLogs (logs UI: /select/vmui/)": self.victorialogs_url,
             "Alertmanager": self.alertmanager_url,
         }
 
@@ -174,6 +189,9 @@ class ServerStatus:
     running: bool
     healthy: bool
     detail: str
+    ports: dict[str, int] = dataclasses.field(default_factory=dict)
+    data_dir: str | None = None
+    log: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +201,7 @@ class _Server:
     env: dict[str, str]
     ready_url: str
     ports: dict[str, int]  # Ports field -> port, for the "port taken" message
+    data_dir: Path | None = None
 
 
 def stack_dir(path: Path | None = None) -> Path:
@@ -201,19 +220,26 @@ def _write_prometheus_config(repo: Path, conf_dir: Path, ports: Ports) -> Path:
     if conf_dir.exists():
         shutil.rmtree(conf_dir)
     (conf_dir / "targets").mkdir(parents=True)
-    shutil.copy2(src / "prometheus.yml", conf_dir / "prometheus.yml")
+    config = (src / "prometheus.yml").read_text()
+    if LONG_TERM_WRITE_URL not in config:
+        raise StackError(f"{src / 'prometheus.yml'} has no remote_write to {LONG_TERM_WRITE_URL}")
+    local = f"http://127.0.0.1:{ports.prometheus_longterm}/api/v1/write"
+    (conf_dir / "prometheus.yml").write_text(config.replace(LONG_TERM_WRITE_URL, local))
+    shutil.copy2(src / "longterm.yml", conf_dir / "longterm.yml")
     if (src / "rules").is_dir():
         shutil.copytree(src / "rules", conf_dir / "rules")
     targets = {
-        "prometheus": ports.prometheus,
-        "otel-collector": ports.collector_metrics,
-        "jaeger": ports.jaeger_metrics,
-        "loki": ports.loki_http,
-        "alertmanager": ports.alertmanager,
+        "prometheus": [ports.prometheus],
+        "otel-collector": [ports.collector_metrics],
+        "jaeger": [ports.jaeger_metrics],
+        "victorialogs": [ports.victorialogs] + [ports.victorialogs_storage_port(c) for c in log_store_classes()],
+        "alertmanager": [ports.alertmanager],
+        "prometheus-longterm": [ports.prometheus_longterm],
     }
-    for job, port in targets.items():
+    for job, job_ports in targets.items():
+        listed = ", ".join(f"'127.0.0.1:{port}'" for port in job_ports)
         (conf_dir / "targets" / f"{job}.yml").write_text(
-            f"# written by `clawdbot-otel stack up`\n- targets: ['127.0.0.1:{port}']\n"
+            f"# written by `clawdbot-otel stack up`\n- targets: [{listed}]\n"
         )
     return conf_dir / "prometheus.yml"
 
@@ -235,8 +261,50 @@ def collector_env(
         "OTELCOL_TELEMETRY_PORT": str(metrics or ports.collector_metrics),
         "JAEGER_OTLP_ENDPOINT": f"127.0.0.1:{ports.jaeger_otlp_grpc}",
         "PROMETHEUS_REMOTE_WRITE_URL": f"http://127.0.0.1:{ports.prometheus}/api/v1/write",
-        "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{ports.loki_http}/otlp",
+        **{
+            endpoint_env(c): f"http://127.0.0.1:{ports.victorialogs_storage_port(c)}/insert/opentelemetry"
+            for c in log_store_classes()
+        },
     }
+
+
+def _victorialogs_servers(binaries: Binaries, data: Path, ports: Ports, base: Mapping[str, str]) -> list[_Server]:
+    """One storage instance per retention class (its own -retentionPeriod), one query node over them."""
+    loopback = "127.0.0.1"
+    servers = []
+    for cls in log_store_classes():
+        port = ports.victorialogs_storage_port(cls)
+        servers.append(_Server(
+            cls.name,
+            [
+                str(binaries.victorialogs),
+                f"-httpListenAddr={loopback}:{port}",
+                f"-storageDataPath={data / 'victorialogs' / cls.row.destination}",
+                f"-retentionPeriod={cls.retention_period}",
+                "-loggerLevel=WARN",
+            ],
+            dict(base),
+            f"http://{loopback}:{port}/health",
+            {"victorialogs_storage": port},
+            data / "victorialogs" / cls.row.destination,
+        ))
+    storage = ",".join(f"{loopback}:{ports.victorialogs_storage_port(c)}" for c in log_store_classes())
+    servers.append(_Server(
+        "victorialogs",
+        [
+            str(binaries.victorialogs),
+            f"-httpListenAddr={loopback}:{ports.victorialogs}",
+            f"-storageNode={storage}",
+            # Writes go to a class's own instance (the collector routes them); one written here would be
+            # spread over the classes regardless of its level.
+            "-insert.disable",
+            "-loggerLevel=WARN",
+        ],
+        dict(base),
+        f"http://{loopback}:{ports.victorialogs}/health",
+        {"victorialogs": ports.victorialogs},
+    ))
+    return servers
 
 
 def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env: Mapping[str, str]) -> list[_Server]:
@@ -245,22 +313,7 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
     prom_config = _write_prometheus_config(repo, root / "config" / "prometheus", ports)
     loopback = "127.0.0.1"
     return [
-        _Server(
-            "loki",
-            [str(binaries.loki), f"-config.file={repo / 'deploy' / 'loki' / 'config.yaml'}", "-config.expand-env=true"],
-            {
-                **base,
-                "LOKI_HTTP_ADDRESS": loopback,
-                "LOKI_HTTP_PORT": str(ports.loki_http),
-                "LOKI_GRPC_ADDRESS": loopback,
-                "LOKI_GRPC_PORT": str(ports.loki_grpc),
-                "LOKI_DATA_DIR": str(data / "loki"),
-                "LOKI_ALERTMANAGER_URL": f"http://{loopback}:{ports.alertmanager}",
-                "LOKI_RUNTIME_CONFIG": str(repo / "deploy" / "loki" / "retention.yaml"),
-            },
-            f"http://{loopback}:{ports.loki_http}/ready",
-            {"loki_http": ports.loki_http, "loki_grpc": ports.loki_grpc},
-        ),
+        *_victorialogs_servers(binaries, data, ports, base),
         _Server(
             "jaeger",
             [str(binaries.jaeger), "--config", str(repo / "deploy" / "jaeger" / "config.yaml")],
@@ -297,6 +350,22 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
             base,
             f"http://{loopback}:{ports.prometheus}/-/ready",
             {"prometheus": ports.prometheus},
+            data / "prometheus",
+        ),
+        _Server(
+            "prometheus-longterm",
+            [
+                str(binaries.prometheus),
+                f"--config.file={prom_config.parent / 'longterm.yml'}",
+                f"--storage.tsdb.path={data / 'prometheus-longterm'}",
+                "--storage.tsdb.retention.time=90d",
+                f"--web.listen-address={loopback}:{ports.prometheus_longterm}",
+                "--web.enable-remote-write-receiver",
+            ],
+            base,
+            f"http://{loopback}:{ports.prometheus_longterm}/-/ready",
+            {"prometheus_longterm": ports.prometheus_longterm},
+            data / "prometheus-longterm",
         ),
         _Server(
             "alertmanager",
@@ -310,11 +379,16 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
             base,
             f"http://{loopback}:{ports.alertmanager}/-/ready",
             {"alertmanager": ports.alertmanager},
+            data / "alertmanager",
         ),
         _Server(
             "otel-collector",
-            [str(binaries.collector), "--config", str(repo / "otel-collector" / "config.yaml")],
-            {**base, **collector_env(ports), **extra_env},
+            [
+                str(binaries.collector),
+                "--config", str(repo / "otel-collector" / "config.yaml"),
+                "--config", str(repo / "otel-collector" / "logs-victorialogs.yaml"),
+            ],
+            {**base, **collector_env(ports), "OTELCOL_STORAGE_DIR": str(data / "otel-collector"), **extra_env},
             f"http://{loopback}:{ports.collector_health}/",
             {
                 "otlp_grpc": ports.otlp_grpc,
@@ -322,6 +396,7 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
                 "collector_health": ports.collector_health,
                 "collector_metrics": ports.collector_metrics,
             },
+            data / "otel-collector",
         ),
     ]
 
@@ -514,7 +589,8 @@ def _up(
         (root / _STATE).unlink(missing_ok=True)
     binaries = binaries or find_binaries()
     repo = repo_root()
-    for sub in ("data/loki", "data/prometheus", "data/alertmanager", "logs"):
+    for sub in ("data/victorialogs", "data/prometheus", "data/prometheus-longterm", "data/alertmanager",
+                "data/otel-collector", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     servers = _servers(binaries, repo, root, ports, collector_extra_env)
     check_ports_free({s.name: s.ports for s in servers})
@@ -526,7 +602,7 @@ def _up(
         for server in servers:
             procs[server.name] = _start(server, root / "logs")
             record[server.name] = (procs[server.name].pid, server.argv[0])
-        _write_state(root, ports, servers, procs)
+        _write_state(root, ports, servers, procs, collector_extra_env)
         progress(f"stack up: started {len(procs)} servers, waiting until ready…")
         pending = {s.name: s for s in servers}
         last: dict[str, str] = {}
@@ -565,21 +641,33 @@ def _up(
 
 
 def _write_state(
-    root: Path, ports: Ports, servers: list[_Server], procs: Mapping[str, subprocess.Popen[bytes]]
+    root: Path,
+    ports: Ports,
+    servers: list[_Server],
+    procs: Mapping[str, subprocess.Popen[bytes]],
+    collector_extra_env: Mapping[str, str],
 ) -> None:
     state = {
         "started_at": time.time(),
         "ports": dataclasses.asdict(ports),
+        # What `stack start NAME` needs to rebuild a server's command line (the sampling knobs).
+        "collector_extra_env": dict(collector_extra_env),
         "servers": {
             s.name: {
                 "pid": procs[s.name].pid,
                 "argv": s.argv,
                 "ready_url": s.ready_url,
                 "log": str(root / "logs" / f"{s.name}.log"),
+                "ports": s.ports,
+                "data_dir": str(s.data_dir) if s.data_dir else None,
             }
             for s in servers
         },
     }
+    _save_state(root, state)
+
+
+def _save_state(root: Path, state: Mapping[str, Any]) -> None:
     tmp = root / (_STATE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, root / _STATE)
@@ -593,10 +681,11 @@ def status(root: Path | None = None) -> list[ServerStatus]:
         return []
     result = []
     for name, info in state.get("servers", {}).items():
-        pid = int(info["pid"])
-        running = _is_ours(pid, info["argv"][0])
-        healthy, detail = _http_ok(info["ready_url"]) if running else (False, "not running")
-        result.append(ServerStatus(name, pid, running, healthy, detail if not healthy else info["ready_url"]))
+        pid = int(info["pid"]) if info.get("pid") else None
+        running = pid is not None and _is_ours(pid, info["argv"][0])
+        healthy, detail = _http_ok(info["ready_url"]) if running else (False, info.get("stopped", "not running"))
+        result.append(ServerStatus(name, pid, running, healthy, detail if not healthy else info["ready_url"],
+                                   dict(info.get("ports") or {}), info.get("data_dir"), info.get("log")))
     return result
 
 
@@ -605,7 +694,8 @@ def info(root: Path | None = None) -> StackInfo | None:
     state = _read_state(root)
     if not state:
         return None
-    return StackInfo(root, Ports(**state["ports"]), {n: int(s["pid"]) for n, s in state["servers"].items()})
+    return StackInfo(root, Ports(**state["ports"]),
+                     {n: int(s["pid"]) for n, s in state["servers"].items() if s.get("pid")})
 
 
 def down(root: Path | None = None, progress: Progress = _stderr) -> list[str]:
@@ -618,10 +708,75 @@ def down(root: Path | None = None, progress: Progress = _stderr) -> list[str]:
     if not state:
         progress(f"stack down: nothing recorded in {root}")
         return []
-    pids = {name: (int(s["pid"]), str(s["argv"][0])) for name, s in state.get("servers", {}).items()}
+    pids = {name: (int(s["pid"]), str(s["argv"][0])) for name, s in state.get("servers", {}).items()
+            if s.get("pid")}
     stopped = _terminate(pids)
     (root / _STATE).unlink(missing_ok=True)
     progress(f"stack down: stopped {', '.join(stopped) if stopped else 'nothing (no server was running)'}")
     _audit_stack("stack.stop", root, state.get("ports"), {name: pid for name, (pid, _argv0) in pids.items()},
                  stopped=stopped)
     return stopped
+
+
+def stop_server(name: str, root: Path | None = None, progress: Progress = _stderr) -> bool:
+    """Stop one server of the recorded stack (what an operator does for an upgrade); the others keep
+    running and `start_server(name)` brings it back with the same ports and data. True if it was running."""
+    root = stack_dir(root)
+    state = _recorded(root, name)
+    server = state["servers"][name]
+    pid = server.get("pid")
+    stopped = _terminate({name: (int(pid), str(server["argv"][0]))}) if pid else []
+    server["pid"] = None
+    server["stopped"] = f"stopped by `stack stop {name}` at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+    _save_state(root, state)
+    progress(f"stack stop: {name} {'stopped' if stopped else 'was not running'}")
+    _audit_stack("stack.stop", root, state.get("ports"), {name: int(pid or 0)}, stopped=stopped)
+    return bool(stopped)
+
+
+def start_server(
+    name: str, root: Path | None = None, *, binaries: Binaries | None = None, timeout: float = 120.0,
+    progress: Progress = _stderr,
+) -> int:
+    """Start one stopped server of the recorded stack again, as `up` started it; waits until it is ready
+    and returns its pid. StackError if it is already running or does not become ready."""
+    root = stack_dir(root)
+    state = _recorded(root, name)
+    recorded = state["servers"][name]
+    if recorded.get("pid") and _is_ours(int(recorded["pid"]), recorded["argv"][0]):
+        raise StackError(f"{name} is already running (pid {recorded['pid']}): `clawdbot-otel stack stop {name}` first")
+    ports = Ports(**state["ports"])
+    servers = _servers(binaries or find_binaries(), repo_root(), root, ports, state.get("collector_extra_env", {}))
+    server = next(s for s in servers if s.name == name)
+    check_ports_free({server.name: server.ports})
+    proc = _start(server, root / "logs")
+    started = time.monotonic()
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise StackError(f"{name} exited with code {code} while starting; log {root / 'logs' / (name + '.log')}:\n"
+                             + _tail(root / "logs" / f"{name}.log"))
+        ok, detail = _http_ok(server.ready_url, timeout=1.0)
+        if ok:
+            break
+        if time.monotonic() - started > timeout:
+            _terminate({name: (proc.pid, server.argv[0])})
+            raise StackError(f"{name} not ready after {timeout:.0f}s ({server.ready_url} -> {detail})")
+        time.sleep(0.2)
+    _CHILDREN[proc.pid] = proc
+    state = _read_state(root) or state  # another start/stop may have written meanwhile
+    state["servers"][name].update(pid=proc.pid, argv=server.argv)
+    state["servers"][name].pop("stopped", None)
+    _save_state(root, state)
+    progress(f"stack start: {name} ready after {time.monotonic() - started:.1f}s (pid {proc.pid})")
+    _audit_stack("stack.start", root, state.get("ports"), {name: proc.pid}, server=name)
+    return proc.pid
+
+
+def _recorded(root: Path, name: str) -> dict[str, Any]:
+    state = _read_state(root)
+    if not state:
+        raise StackError(f"no stack recorded in {root}: `clawdbot-otel stack up` starts one")
+    if name not in state.get("servers", {}):
+        raise StackError(f"no server {name!r} in the stack; its servers are: {', '.join(state['servers'])}")
+    return state

@@ -15,21 +15,17 @@ COLLECTOR_VERSION: Final = "0.161.0"
 BUILDER_MODULE: Final = "go.opentelemetry.io/collector/cmd/builder"
 
 # Jaeger publishes v1.x (Go module tag) and v2.x (binary/image version) from the same commit:
-# module github.com/jaegertracing/jaeger v1.76.0 == Jaeger v2.13.0 (CHANGELOG: "v1.76.0 / v2.13.0
-# (2025-12-03)"); cmd/jaeger at that tag is the Jaeger v2 binary. Newer tags (v1.77.0+, v2.x module
-# paths) answer 403 from the proxy here.
+# module github.com/jaegertracing/jaeger v1.75.0 == Jaeger v2.12.0 (CHANGELOG: "v1.75.0 / v2.12.0");
+# cmd/jaeger at that tag is the Jaeger v2 binary. v1.75.0 is the newest approved release in the module
+# proxy here (v1.76.0 is served but not approved).
 JAEGER_MODULE: Final = "github.com/jaegertracing/jaeger"
-JAEGER_MODULE_VERSION: Final = "v1.76.0"
-JAEGER_VERSION: Final = "2.13.0"
+JAEGER_MODULE_VERSION: Final = "v1.75.0"
+JAEGER_VERSION: Final = "2.12.0"
 
-# Loki: newest release in the proxy. Its go.mod has replace directives, so it is built through a generated
-# wrapper module that repeats them.
-LOKI_MODULE: Final = "github.com/grafana/loki/v3"
-LOKI_VERSION: Final = "v3.7.8"
-# Loki's go.mod replaces this module with a local directory that the module zip does not contain
-# (nested module); this is the version its go.mod requires, the newest the proxy serves.
-LOKI_PUSH_MODULE: Final = "github.com/grafana/loki/pkg/push"
-LOKI_PUSH_VERSION: Final = "v0.0.0-20250630054201-94c0ba7b0952"
+# VictoriaLogs (Apache-2.0): the log store. Built from its Go module (app/victoria-logs); the same
+# release as the official image in docker-compose.yml. Loki is AGPL and never built or fetched here.
+VICTORIALOGS_MODULE: Final = "github.com/VictoriaMetrics/VictoriaLogs"
+VICTORIALOGS_VERSION: Final = "v1.52.2"
 
 # Prometheus and Alertmanager come from Debian bookworm packages (no Go build); the launcher only checks
 # that the installed versions are at least these.
@@ -40,8 +36,8 @@ ALERTMANAGER_DEB: Final = "prometheus-alertmanager"
 ALERTMANAGER_VERSION: Final = "0.25.0"
 ALERTMANAGER_MIN_VERSION: Final = (0, 24, 0)
 
-# Go toolchain: Loki v3.7.8's go.mod says `go 1.26.5`; the collector needs 1.25, Jaeger 1.24.6.
-GO_MIN_VERSION: Final = (1, 26, 5)
+# Go toolchain: the newest go directive among the pinned modules (checked at build time by `go` itself).
+GO_MIN_VERSION: Final = (1, 25, 0)
 
 # Container images for docker-compose.yml (documented here so there is one list to bump).
 IMAGES: Final = {
@@ -49,5 +45,5 @@ IMAGES: Final = {
     "jaeger": f"jaegertracing/jaeger:{JAEGER_VERSION}",
     "prometheus": f"prom/prometheus:v{PROMETHEUS_VERSION}",
     "alertmanager": f"prom/alertmanager:v{ALERTMANAGER_VERSION}",
-    "loki": f"grafana/loki:{LOKI_VERSION.removeprefix('v')}",
+    "victorialogs": f"victoriametrics/victoria-logs:{VICTORIALOGS_VERSION}",
 }

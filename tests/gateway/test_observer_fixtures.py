@@ -259,7 +259,7 @@ def test_unanswered_requests_expire(cap: Capture) -> None:
 
 
 def test_session_logs_carry_the_session_spans_ids(cap: Capture) -> None:
-    """A log about a run is findable from its trace (Loki -> Jaeger) even though the observer is not
+    """A log about a run is findable from its trace (log store -> Jaeger) even though the observer is not
     inside the span when it logs."""
     observer = FrameObserver(cap.telemetry)
     replay(observer, "agent-turn-plain.jsonl")

@@ -41,7 +41,7 @@ def test_audit_records_reach_the_audit_folder_whatever_the_min_level(tmp_path: P
     assert failure["level"] == "WARN"
     assert failure["metadata"]["reason"] == "bad_token"
     assert failure["metadata"]["token"] != "s3cr3t"  # redacted like any record
-    # ... and exported over OTLP like any record: Loki keeps it by the {component="audit"} rule
+    # ... and exported over OTLP like any record: the log store keeps it in its audit instance
     assert [(r.log_record.severity_text, (r.log_record.attributes or {}).get("component")) for r in otlp] \
         == [("INFO", "audit"), ("WARN", "audit")]
 

@@ -1,4 +1,4 @@
-"""`clawdbot-otel logs prune` and `logs loki-retention`, and the package's public surface."""
+"""`clawdbot-otel logs prune` and `logs retention-config`, and the package's public surface."""
 
 from __future__ import annotations
 
@@ -109,9 +109,9 @@ def test_prune_help_shows_the_policy(capsys: pytest.CaptureFixture[str]) -> None
     assert any(x.split()[:3] == ["info/", "7", "days"] for x in lines)
 
 
-def test_loki_retention_prints_the_runtime_config(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["logs", "loki-retention"]) == 0
-    assert capsys.readouterr().out == logfiles.loki_retention_config()
+def test_retention_config_prints_the_collector_log_pipelines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["logs", "retention-config"]) == 0
+    assert capsys.readouterr().out == logfiles.collector_log_routing_config()
 
 
 def test_public_surface() -> None:

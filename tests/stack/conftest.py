@@ -92,6 +92,18 @@ def prom_query(stack: RunningStack, promql: str, at: float | None = None) -> lis
     return list(body["data"]["result"])
 
 
+def logsql(base_url: str, query: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Rows of a LogsQL query against a VictoriaLogs instance (the query node or one storage instance)."""
+    data = urllib.parse.urlencode({"query": query, "limit": str(limit)}).encode()
+    req = urllib.request.Request(f"{base_url}/select/logsql/query", data=data, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        pytest.fail(f"VictoriaLogs refused {query!r}: {exc.code} {exc.read().decode(errors='replace')[:300]}")
+    return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
 def jaeger_spans(stack: RunningStack, service: str) -> list[dict[str, Any]]:
     """Every span of `service`'s traces of the last hour, with a `tags_map` added."""
     status, body = http_json(f"{stack.jaeger}/api/traces", {"service": service, "limit": 2000, "lookback": "1h"},
@@ -192,8 +204,8 @@ class RunningStack:
         return self.info.prometheus_url
 
     @property
-    def loki(self) -> str:
-        return self.info.loki_url
+    def victorialogs(self) -> str:
+        return self.info.victorialogs_url
 
 
 @pytest.fixture(scope="session")
@@ -229,7 +241,7 @@ class ExtraCollector:
 @pytest.fixture(scope="session")
 def collector_keep_all(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtraCollector]:
     """A second collector (same config file, sampling percentage 100) on its own ports, in front of the
-    same Jaeger/Prometheus/Loki."""
+    same Jaeger/Prometheus/VictoriaLogs."""
     shift = stack.ports.shifted(100)
     log = tmp_path_factory.mktemp("collector100") / "otel-collector.log"
     env = {
@@ -243,11 +255,12 @@ def collector_keep_all(stack: RunningStack, tmp_path_factory: pytest.TempPathFac
         ),
         "CLAWDBOT_OTEL_SAMPLING_PERCENTAGE": "100",
         "CLAWDBOT_OTEL_DECISION_WAIT": f"{DECISION_WAIT_S}s",
+        "OTELCOL_STORAGE_DIR": str(log.parent / "queue"),
     }
-    config = repo_root() / "otel-collector" / "config.yaml"
+    configs = [repo_root() / "otel-collector" / name for name in ("config.yaml", "logs-victorialogs.yaml")]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(stack.binaries.collector), "--config", str(config)],
+            [str(stack.binaries.collector), *(arg for c in configs for arg in ("--config", str(c)))],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

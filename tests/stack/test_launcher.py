@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from clawdbot_otel.logfiles import log_store_classes
 from clawdbot_otel.stack import Ports, StackError, status, up
 
 from .conftest import RunningStack
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.stack
 
 def test_status_reports_every_server_healthy(stack: RunningStack) -> None:
     servers = status(stack.info.stack_dir)
-    assert {s.name for s in servers} == {"otel-collector", "jaeger", "prometheus", "loki", "alertmanager"}
+    log_store = {"victorialogs", *(c.name for c in log_store_classes())}
+    assert {s.name for s in servers} == {"otel-collector", "jaeger", "prometheus", "prometheus-longterm", "alertmanager",
+                                          *log_store}
     assert all(s.running and s.healthy for s in servers), servers
 
 
