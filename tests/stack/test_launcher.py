@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,39 @@ def test_taken_port_is_named_with_the_way_to_move_it(stack: RunningStack, tmp_pa
     assert "CLAWDBOT_OTEL_PORT_PROMETHEUS" in message
     assert not (tmp_path / "stack" / "state.json").exists()
     assert status(tmp_path / "stack") == []
+
+
+def _stack_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "clawdbot_otel.cli", "stack", *args], capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+def test_one_server_stops_and_starts_again_with_its_ports_and_data(stack: RunningStack) -> None:
+    where = ["--stack-dir", str(stack.info.stack_dir)]
+    before = {s["name"]: s for s in json.loads(_stack_cli("status", "--json", *where).stdout)["servers"]}
+    info = before["victorialogs-info"]
+    assert info["healthy"] and info["data_dir"].endswith("data/victorialogs/info")
+    assert info["ports"] == {"victorialogs_storage": stack.ports.victorialogs_storage + 1}
+
+    stopped = _stack_cli("stop", "victorialogs-info", *where)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stack stop: victorialogs-info stopped" in stopped.stderr
+    during = _stack_cli("status", "--json", *where)
+    assert during.returncode == 1  # not all healthy
+    servers = {s["name"]: s for s in json.loads(during.stdout)["servers"]}
+    assert (servers["victorialogs-info"]["running"], servers["victorialogs-info"]["pid"]) == (False, None)
+    assert all(s["healthy"] for name, s in servers.items() if name != "victorialogs-info")
+
+    started = _stack_cli("start", "victorialogs-info", *where)
+    assert started.returncode == 0, started.stderr
+    after = {s["name"]: s for s in json.loads(_stack_cli("status", "--json", *where).stdout)["servers"]}
+    assert after["victorialogs-info"]["healthy"]
+    assert after["victorialogs-info"]["pid"] != info["pid"]
+    assert (after["victorialogs-info"]["ports"], after["victorialogs-info"]["data_dir"]) == (info["ports"],
+                                                                                           info["data_dir"])
+    again = _stack_cli("start", "victorialogs-info", *where)
+    assert again.returncode == 1
+    assert "victorialogs-info is already running" in again.stderr
+    unknown = _stack_cli("stop", "nope", *where)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("clawdbot-otel stack stop: error: no server 'nope' in the stack; its servers are: ")
