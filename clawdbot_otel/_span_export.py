@@ -8,26 +8,24 @@ that is not a string, bool, int, float or a sequence of them) goes through the S
 the bytes always parse to what `encode_spans` builds (tests compare the two), down to the SDK leaving
 out an attribute it cannot encode (an int beyond int64).
 
-`otlp_span_exporter` gives the SDK's OTLP/gRPC or OTLP/HTTP span exporter with only the encoding step
-replaced (pinned 1.45 internals, each with a fallback to the SDK's path); retries, timeouts, headers,
-compression and the exporter's own metrics stay the SDK's.
+Only the SDK's public API is used here; the exporters that send these bytes, and the switch that
+turns this path off (CLAWDBOT_OTEL_FAST_EXPORT=0), are in `_sdk_internals`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ._otlp_wire import any_value, field, headers, key_prefix, pack_u32, pack_u64, varint
 
-__all__ = ["encode_spans_fast", "otlp_span_exporter"]
+__all__ = ["encode_spans_fast"]
 
 _log = logging.getLogger("clawdbot_otel.span_export")
 
@@ -114,9 +112,8 @@ def _encode_span(span: ReadableSpan) -> bytes:
 
 
 def _encode_span_sdk(span: ReadableSpan) -> bytes:
-    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _encode_span as sdk_encode
-
-    return bytes(sdk_encode(span).SerializeToString())
+    """The span's message as the SDK's public `encode_spans` builds it."""
+    return bytes(encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString())
 
 
 def encode_spans_fast(spans: Sequence[ReadableSpan]) -> bytes:
@@ -151,55 +148,3 @@ def encode_spans_fast(spans: Sequence[ReadableSpan]) -> bytes:
             resource_spans += field(b"\x1a", resource.schema_url.encode())
         out.append(field(b"\x0a", resource_spans))
     return b"".join(out)
-
-
-@functools.cache
-def _grpc_class() -> type[SpanExporter]:
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    class FastOTLPGrpcSpanExporter(OTLPSpanExporter):
-        """The SDK's OTLP/gRPC span exporter; the request message is parsed from our bytes (in C)."""
-
-        def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-            return ExportTraceServiceRequest.FromString(encode_spans_fast(data))
-
-    return FastOTLPGrpcSpanExporter
-
-
-@functools.cache
-def _http_class() -> type[SpanExporter]:
-    from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-
-    class FastOTLPHttpSpanExporter(OTLPSpanExporter):
-        """The SDK's OTLP/HTTP span exporter with our encoder; the SDK's path when its internals differ."""
-
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            send = getattr(getattr(self, "_client", None), "export", None)
-            metrics = getattr(self, "_metrics", None)
-            if self._shutdown or metrics is None or not callable(send) or not hasattr(self, "_max_request_size"):
-                return super().export(spans)
-            # OTLPSpanExporter.export() with its encode step replaced
-            with metrics.export_operation(len(spans)) as result:
-                payload = encode_spans_fast(spans)
-                if _is_request_too_large(payload, self._max_request_size):
-                    _log.warning("dropping a span batch of %d bytes: over max_request_size", len(payload))
-                    result.error = RequestPayloadTooLargeError(f"{len(payload)} bytes")
-                    return SpanExportResult.FAILURE
-                sent = send(payload)
-                if not sent.success:
-                    result.error = sent.error
-                    result.error_attrs = (
-                        {HTTP_RESPONSE_STATUS_CODE: sent.status_code} if sent.status_code is not None else None)
-                    return SpanExportResult.FAILURE
-            return SpanExportResult.SUCCESS
-
-    return FastOTLPHttpSpanExporter
-
-
-def otlp_span_exporter(protocol: str, **kwargs: Any) -> SpanExporter:
-    """The OTLP span exporter for `grpc` or `http/protobuf`, encoding with `encode_spans_fast`."""
-    cls = _grpc_class() if protocol == "grpc" else _http_class()
-    return cls(**kwargs)

@@ -26,7 +26,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from clawdbot_otel._span_export import encode_spans_fast, otlp_span_exporter
+from clawdbot_otel._sdk_internals import otlp_span_exporter
+from clawdbot_otel._span_export import encode_spans_fast
 from clawdbot_otel.testing import capture_telemetry
 
 
