@@ -14,7 +14,8 @@ one is missing, that object takes the SDK's public path instead of failing.
   `Logger._logger_metrics`, `Logger._log_record_limits`: the facade's route to the queue (`QueueRoute`)
 - OTLP/HTTP exporters: `_client.export(bytes)`, `_metrics.export_operation`, `_max_request_size`,
   `_shutdown`, `http._common._is_request_too_large`: the send step of `export()` without its encode step
-- OTLP/gRPC exporters: `_export(data)` with `_translate_data` and `_count_data` overridden
+- OTLP/gRPC exporters: `_export(data)` with `_translate_data` and `_count_data` overridden, and
+  `_initialize_channel_and_stub` extended to put a stub that sends bytes on the SDK's `_channel` (`_client`)
 - `MetricExporter._preferred_temporality` / `_preferred_aggregation`: to wrap an exporter faithfully
 """
 
@@ -166,17 +167,48 @@ def _http_span_class() -> type[SpanExporter]:
     return FastOTLPHttpSpanExporter
 
 
+class _BytesStub:
+    """A stub whose `Export` sends an already serialized request: the gRPC channel's own call with no
+    request serializer (the generated stub would serialize a message we would first have to parse)."""
+
+    def __init__(self, channel: Any, method: str, response: Any) -> None:
+        self.Export = channel.unary_unary(method, request_serializer=None,
+                                          response_deserializer=response.FromString)
+
+
+def _bytes_stub_installer(base: type, method: str, response: Any) -> Callable[[Any], None]:
+    """`_initialize_channel_and_stub` for a subclass of the OTLP/gRPC exporter `base` (the SDK calls it at
+    start and to reconnect): the SDK's channel, our bytes stub."""
+
+    def install(exporter: Any) -> None:
+        base._initialize_channel_and_stub(exporter)  # type: ignore[attr-defined]
+        channel = getattr(exporter, "_channel", None)
+        if channel is not None:
+            exporter._client = _BytesStub(channel, method, response)
+
+    return install
+
+
 @functools.cache
 def _grpc_span_class() -> type[SpanExporter]:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
 
     class FastOTLPGrpcSpanExporter(OTLPSpanExporter):
-        """The SDK's OTLP/gRPC span exporter; the request is parsed (in C) from `encode_spans_fast`'s bytes,
-        since the stub serializes a message (about 1 us a span, see bench/export_bench.py)."""
+        """The SDK's OTLP/gRPC span exporter (retries, reconnection, metrics), sending `encode_spans_fast`'s
+        bytes as they are."""
 
-        def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-            return ExportTraceServiceRequest.FromString(encode_spans_fast(data))
+        _initialize_channel_and_stub = _bytes_stub_installer(
+            OTLPSpanExporter, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", ExportTraceServiceResponse)
+
+        def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
+            payload = encode_spans_fast(data)
+            if isinstance(getattr(self, "_client", None), _BytesStub):
+                return payload
+            return ExportTraceServiceRequest.FromString(payload)  # the SDK's own stub: it wants a message
 
     return FastOTLPGrpcSpanExporter
 
@@ -226,18 +258,26 @@ def _http_log_class() -> type[LogRecordExporter]:
 @functools.cache
 def _grpc_log_class() -> type[LogRecordExporter]:
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
 
     class EncodedOTLPGrpcLogExporter(OTLPLogExporter):
-        """The SDK's OTLP/gRPC log exporter, also sending pre-encoded batches (with its retries)."""
+        """The SDK's OTLP/gRPC log exporter, also sending pre-encoded batches as they are (with its retries)."""
+
+        _initialize_channel_and_stub = _bytes_stub_installer(
+            OTLPLogExporter, "/opentelemetry.proto.collector.logs.v1.LogsService/Export", ExportLogsServiceResponse)
 
         def supports_encoded(self) -> bool:
             return callable(getattr(self, "_export", None))
 
-        def _translate_data(self, data: Any) -> ExportLogsServiceRequest:
+        def _translate_data(self, data: Any) -> Any:
+            as_bytes = isinstance(getattr(self, "_client", None), _BytesStub)
             if isinstance(data, _Encoded):
-                return ExportLogsServiceRequest.FromString(data.payload)
-            return super()._translate_data(data)
+                return data.payload if as_bytes else ExportLogsServiceRequest.FromString(data.payload)
+            request = super()._translate_data(data)
+            return request.SerializeToString() if as_bytes else request
 
         def _count_data(self, data: Any) -> int:
             return len(data)

@@ -134,12 +134,3 @@ def test_the_http_exporter_sends_the_request_with_the_sdks_headers(receiver: tup
     (body,) = bodies
     assert ExportTraceServiceRequest.FromString(body) == encode_spans(spans)
     exporter.shutdown()
-
-
-def test_the_grpc_exporter_builds_the_same_request() -> None:
-    spans = _spans()
-    exporter = otlp_span_exporter("grpc", endpoint="http://127.0.0.1:9", insecure=True)
-    try:
-        assert exporter._translate_data(spans) == encode_spans(spans)  # type: ignore[attr-defined]
-    finally:
-        exporter.shutdown()
