@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -139,21 +140,7 @@ def log_sides(n: int) -> dict[str, LogSide]:
     exporter = EncodeOnlyLogs()
     provider = LoggerProvider(resource=RESOURCE, shutdown_on_exit=False)
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter, max_queue_size=queue))
-    otel_logger = provider.get_logger("app")
-    severity = {"info": SeverityNumber.INFO, "warning": SeverityNumber.WARN, "error": SeverityNumber.ERROR}
-
-    def emit_otlp(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        attributes = {k: v for k, v in event.items() if k not in ("event", "level", "timestamp")}
-        otel_logger.emit(body=event["event"], severity_number=severity.get(method, SeverityNumber.INFO),
-                         severity_text=event["level"].upper(), attributes=attributes)
-        return event
-
-    log = structlog.wrap_logger(
-        structlog.BytesLogger(io.BytesIO()),
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    emit_otlp, structlog.processors.JSONRenderer(serializer=_orjson_dumps)],
-        wrapper_class=structlog.make_filtering_bound_logger(20), cache_logger_on_first_use=True,
-    )
+    log = structlog_with_otlp(provider, io.BytesIO())
 
     def structlog_call() -> None:
         log.info("Request completed", component="gateway", request_id="r-1", duration_ms=12.5, method="agent")
@@ -165,10 +152,25 @@ def log_sides(n: int) -> dict[str, LogSide]:
     return sides
 
 
-def _orjson_dumps(obj: Any, **_: Any) -> bytes:
-    import orjson
+def structlog_with_otlp(provider: LoggerProvider, stream: io.BytesIO) -> Any:
+    """The natural structlog set-up for OTLP: level, ISO time, an OTLP record through the SDK's
+    `Logger.emit` (the event's fields as attributes), then the JSON line (orjson) to `stream`."""
+    otel_logger = provider.get_logger("app")
+    severity = {"info": SeverityNumber.INFO, "warning": SeverityNumber.WARN, "error": SeverityNumber.ERROR}
 
-    return orjson.dumps(obj)
+    def emit_otlp(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        attributes = {k: v if isinstance(v, str | bool | int | float) else orjson.dumps(v).decode()
+                      for k, v in event.items() if k not in ("event", "level", "timestamp")}
+        otel_logger.emit(body=event["event"], severity_number=severity.get(method, SeverityNumber.INFO),
+                         severity_text=event["level"].upper(), attributes=attributes)
+        return event
+
+    return structlog.wrap_logger(
+        structlog.BytesLogger(stream),
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    emit_otlp, structlog.processors.JSONRenderer(serializer=orjson.dumps)],
+        wrapper_class=structlog.make_filtering_bound_logger(20), cache_logger_on_first_use=True,
+    )
 
 
 def log_encoding_sides(n: int) -> dict[str, Callable[[], int]]:
