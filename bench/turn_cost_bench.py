@@ -24,6 +24,15 @@ then waits (sleeping) until the exporters have had every record. Reported per tu
 process CPU (all threads), and of it the CPU of the batch processors' worker threads ("bg": batching
 and export encoding, the time they hold the GIL that the host's event loop needs; the rest ran on the
 caller's thread). Parts and sides alternate.
+
+For a count that does not depend on the machine's load, run one side alone under callgrind at two
+sizes and take the difference per turn (set-up cancels out; all threads and the export are counted):
+
+    for side in raw facade facade-sdk; do for n in 100 600; do
+      valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python bench/turn_cost_bench.py --only $side --turns $n 2>&1 | grep Collected
+    done; done
+    # instructions per turn = (Collected(600) - Collected(100)) / 500
 """
 
 from __future__ import annotations
@@ -308,9 +317,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=500, help="turns per repetition (one metric export each)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=("raw", "facade", "facade-sdk"),
+                        help="run --turns turns of one side until exported, untimed: for callgrind")
     args = parser.parse_args()
     turns = args.turns
     queue = max(turns * (SPANS_PER_TURN + 1), 2048)
+    if args.only:
+        only = {"raw": lambda: RawSide(queue), "facade": lambda: FacadeSide("facade", queue, True),
+                "facade-sdk": lambda: FacadeSide("facade, FAST_EXPORT=0", queue, False)}[args.only]()
+        for _ in range(turns):
+            only.turn()
+        only.export_metrics()
+        only.settle(EXPORTED["turn"][0] * turns, EXPORTED["turn"][1] * turns)
+        only.shutdown()
+        return
     sides: list[Side] = [RawSide(queue), FacadeSide("facade", queue, True),
                          FacadeSide("facade, FAST_EXPORT=0", queue, False)]
     best: dict[tuple[str, str], tuple[float, float]] = {}
