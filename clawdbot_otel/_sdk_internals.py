@@ -17,6 +17,10 @@ one is missing, that object takes the SDK's public path instead of failing.
 - OTLP/gRPC exporters: `_export(data)` with `_translate_data` and `_count_data` overridden, and
   `_initialize_channel_and_stub` extended to put a stub that sends bytes on the SDK's `_channel` (`_client`)
 - `MetricExporter._preferred_temporality` / `_preferred_aggregation`: to wrap an exporter faithfully
+
+Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
+are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
+`opentelemetry.context._SUPPRESS_INSTRUMENTATION_KEY` is the API's key that every instrumentation sets.
 """
 
 from __future__ import annotations
