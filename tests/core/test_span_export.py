@@ -134,3 +134,20 @@ def test_the_http_exporter_sends_the_request_with_the_sdks_headers(receiver: tup
     (body,) = bodies
     assert ExportTraceServiceRequest.FromString(body) == encode_spans(spans)
     exporter.shutdown()
+
+
+def test_cached_attributes_encode_the_same_the_second_time_and_under_other_tags() -> None:
+    """Repeated short strings come from a cache keyed by field tag too: a span attribute, an event
+    attribute and a link attribute with the same key and value each keep their own field."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    remote = SpanContext(0x1, 0x2, True, TraceFlags(1))
+    same = {"k": "v", "long": "x" * 300}
+    for _ in range(2):
+        with provider.get_tracer("t").start_as_current_span("s", attributes=same, links=[Link(remote, same)]) as span:
+            span.add_event("e", same)
+    spans = exporter.get_finished_spans()
+    first = encode_spans_fast(spans)
+    assert encode_spans_fast(spans) == first
+    assert ExportTraceServiceRequest.FromString(first) == encode_spans(spans)
