@@ -50,7 +50,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from clawdbot_otel import StreamSink, Telemetry
-from clawdbot_otel._log_export import QueuedLogRecordProcessor
+from clawdbot_otel._log_queue import QueuedLogRecordProcessor
 from clawdbot_otel.conventions import SPAN_CATEGORY_ATTRIBUTE
 
 

@@ -10,7 +10,7 @@ nothing is exported twice.
 into one function (same record, same JSON line, same OTLP record) when the chain is the standard
 one and the call has no unusual fields, and hands everything else to the structlog logger. The OTLP
 step queues a small tuple when the provider's processor is a `QueuedLogRecordProcessor`
-(see `_log_export`); otherwise it calls the SDK's `Logger.emit`.
+(see `_log_queue`; the fast export path); otherwise it calls the SDK's `Logger.emit`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.baggage import get_baggage
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-from opentelemetry.sdk._logs import Logger as SDKLogger
 from structlog._log_levels import LEVEL_TO_NAME
 
 from ._context import CORRELATION_BAGGAGE_KEY
-from ._log_export import QueuedLogRecordProcessor, queued_processor
+from ._log_queue import QueuedLogRecordProcessor
 from ._redact import Redactor
+from ._sdk_internals import QueueRoute, processors_of
 from .conventions import LOG_FIELDS, LOG_LEVELS
 
 __all__ = [
@@ -207,7 +207,7 @@ class EmitOTLP:
     `on_drop(component)`. Otherwise it goes through the SDK's `Logger.emit`.
     """
 
-    __slots__ = ("_count_created", "_logger", "_multi", "_on_drop", "_processor", "_processors")
+    __slots__ = ("_logger", "_on_drop", "_provider", "_route")
 
     def __init__(
         self,
@@ -217,20 +217,8 @@ class EmitOTLP:
     ) -> None:
         self._logger: Any = logger_provider.get_logger(scope)
         self._on_drop = on_drop
-        queued = queued_processor(logger_provider)
-        if queued is None or not isinstance(self._logger, SDKLogger) or not hasattr(self._logger, "_logger_config"):
-            queued = None
-        self._processor: QueuedLogRecordProcessor | None = None
-        self._multi: Any = None
-        self._processors: tuple[Any, ...] = ()
-        if queued is not None:
-            self._processor, self._multi, self._processors = queued
-        # the SDK's own `otel.sdk.log.created` counter, when OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED is set
-        sdk_metrics = getattr(self._logger, "_logger_metrics", None)
-        self._count_created: Callable[[], None] | None = (
-            sdk_metrics.emit_log if sdk_metrics is not None and type(sdk_metrics).__name__ != "NoOpLoggerMetrics"
-            else None
-        )
+        self._provider = logger_provider
+        self._route = QueueRoute.of(logger_provider, self._logger, QueuedLogRecordProcessor)
 
     def __call__(self, _logger: Any, _name: str, record: EventDict) -> EventDict:
         self.emit(record, record.get("_time_ns"), otel_context.get_current())
@@ -251,12 +239,8 @@ class EmitOTLP:
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY, ctx):
             return  # logged by an exporter (or the SDK) itself: the sinks have it, OTLP must not loop
         level = record["level"]
-        processor = self._processor
-        if (
-            processor is not None
-            and self._multi._log_record_processors is self._processors
-            and self._logger._logger_config.is_enabled
-        ):
+        route = self._route
+        if route is not None and route.open():
             if span_context is None:
                 span_context = trace.get_current_span(ctx).get_span_context()
             if ns is None:
@@ -265,13 +249,12 @@ class EmitOTLP:
                 observed = ns
             item = (ns, observed, _SEVERITY_VALUE.get(level, 0), level, record["message"], attributes,
                     span_context.trace_id, span_context.span_id, span_context.trace_flags, self._logger)
-            if not processor.submit(item) and self._on_drop is not None:
+            if not route.processor.submit(item) and self._on_drop is not None:
                 self._on_drop(record["component"])
-            if self._count_created is not None:
-                self._count_created()
+            if route.count_created is not None:
+                route.count_created()
             return
-        multi = getattr(self._logger, "_multi_log_record_processor", None)
-        if multi is not None and not getattr(multi, "_log_record_processors", True):
+        if processors_of(self._provider) == ():
             return  # an SDK provider with no processor (OTEL_LOGS_EXPORTER=none): no record to build
         self._logger.emit(
             timestamp=ns,

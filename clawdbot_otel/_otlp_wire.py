@@ -2,6 +2,7 @@
 
 Fields are written in field-number order and default (zero) scalars are left out, as the protobuf
 runtime does, so the bytes parse to the message the SDK's encoders build (the tests compare them).
+Only the SDK's public API is used here; the fast path's switch is in `_sdk_internals`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext
 
 __all__ = ["ONE_BYTE", "any_value", "field", "headers", "key_prefix", "pack_f64", "pack_u32", "pack_u64", "varint"]
 
@@ -76,25 +80,24 @@ def key_prefix(key: str) -> bytes:
 
 
 _HEADER_CACHE: dict[tuple[int, int], tuple[Resource, InstrumentationScope | None, bytes, bytes]] = {}
+_PROBE_CONTEXT = SpanContext(1, 1, False)
 
 
 def headers(resource: Resource, scope: InstrumentationScope | None) -> tuple[bytes, bytes]:
     """The serialized `resource` field (field 1 of ResourceLogs/ResourceSpans) and `scope` field (field 1
-    of ScopeLogs/ScopeSpans), cached per object pair."""
+    of ScopeLogs/ScopeSpans), cached per object pair.
+
+    Taken from what the SDK's public `encode_spans` makes of an empty span with this resource and
+    scope: the log and span encoders encode both the same way."""
     key = (id(resource), id(scope))
     cached = _HEADER_CACHE.get(key)
     if cached is not None and cached[0] is resource and cached[1] is scope:
         return cached[2], cached[3]
-    from opentelemetry.exporter.otlp.proto.common._internal import (
-        _encode_instrumentation_scope,
-        _encode_resource,
-    )
-
-    resource_field = field(b"\x0a", _encode_resource(resource).SerializeToString())
-    scope_field = field(b"\x0a", _encode_instrumentation_scope(scope).SerializeToString())  # type: ignore[arg-type]
+    probe = ReadableSpan(name="", context=_PROBE_CONTEXT, resource=resource, instrumentation_scope=scope)
+    resource_spans = encode_spans([probe]).resource_spans[0]
+    resource_field = field(b"\x0a", resource_spans.resource.SerializeToString())
+    scope_field = field(b"\x0a", resource_spans.scope_spans[0].scope.SerializeToString())
     if len(_HEADER_CACHE) >= 64:
         _HEADER_CACHE.clear()
     _HEADER_CACHE[key] = (resource, scope, resource_field, scope_field)
     return resource_field, scope_field
-
-

@@ -6,6 +6,8 @@
 - OTEL_TRACES_SAMPLER[_ARG]: unset keeps every trace; the collector's tail sampling decides
 - OTEL_METRIC_EXPORT_INTERVAL, OTEL_BSP_* (read by the SDK), OTEL_BLRP_* (read by the log processor)
 - CLAWDBOT_OTEL_STRICT, CLAWDBOT_OTEL_LOG_LEVEL, CLAWDBOT_OTEL_CAPTURE_CONTENT, CLAWDBOT_OTEL_OUTPUT_DIR
+- CLAWDBOT_OTEL_FAST_EXPORT=0: the SDK's own span and log exporters and batch processors instead of the
+  fast export path (`_sdk_internals`); the same records reach the collector either way
 
 With no endpoint set, telemetry goes to OTLP-JSON files (see `_file_export`) and setup says where.
 """
@@ -25,8 +27,8 @@ from typing import Any, TextIO
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider, set_logger_provider
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, LogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -41,10 +43,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from ._facade import Telemetry
-from ._file_export import FileMetricExporter, FileSpanExporter
-from ._log_export import QueuedLogRecordProcessor, file_log_exporter, otlp_log_exporter
+from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter
+from ._log_queue import QueuedLogRecordProcessor
 from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
-from ._span_export import otlp_span_exporter
+from ._sdk_internals import exporter_preferences, fast_export_enabled, otlp_log_exporter, otlp_span_exporter
 from .conventions import METRICS, Kind
 from .paths import state_dir
 
@@ -101,6 +103,8 @@ class Settings:
     output_dir: Path
     instance_id: str | None = None
     """service.instance.id from OTEL_RESOURCE_ATTRIBUTES, when the user set one."""
+    fast_export: bool = True
+    """Our span and log encoders and log queue (CLAWDBOT_OTEL_FAST_EXPORT, default 1) or the SDK's own."""
 
     @property
     def development(self) -> bool:
@@ -157,6 +161,7 @@ class Settings:
             metric_export_interval_ms=interval or (5_000 if development else 15_000),
             output_dir=output_dir,
             instance_id=attrs.get("service.instance.id") or None,
+            fast_export=fast_export_enabled(env),
         )
 
 
@@ -169,15 +174,15 @@ def histogram_views() -> list[View]:
     ]
 
 
-def _span_exporter(choice: str) -> SpanExporter | None:
+def _span_exporter(choice: str, fast: bool) -> SpanExporter | None:
     if choice == "otlp/grpc":
-        return otlp_span_exporter("grpc")
+        return otlp_span_exporter("grpc", fast=fast)
     if choice == "otlp/http":
-        return otlp_span_exporter("http/protobuf")
+        return otlp_span_exporter("http/protobuf", fast=fast)
     if choice == "console":
         return ConsoleSpanExporter(out=sys.stderr)
     if choice.startswith("file:"):
-        return FileSpanExporter(Path(choice[5:]))
+        return FileSpanExporter(Path(choice[5:]), fast=fast)
     return None
 
 
@@ -197,17 +202,22 @@ def _metric_exporter(choice: str) -> MetricExporter | None:
     return None
 
 
-def _log_exporter(choice: str) -> LogRecordExporter | None:
-    """The exporters for OTLP and files also take pre-encoded batches (`_log_export`)."""
+def _log_exporter(choice: str, fast: bool) -> LogRecordExporter | None:
+    """With `fast`, the exporters for OTLP and files also take pre-encoded batches (`_log_queue`)."""
     if choice == "otlp/grpc":
-        return otlp_log_exporter("grpc")
+        return otlp_log_exporter("grpc", fast=fast)
     if choice == "otlp/http":
-        return otlp_log_exporter("http/protobuf")
+        return otlp_log_exporter("http/protobuf", fast=fast)
     if choice == "console":
         return ConsoleLogRecordExporter(out=sys.stderr)
     if choice.startswith("file:"):
-        return file_log_exporter(Path(choice[5:]))
+        return FileLogExporter(Path(choice[5:]))
     return None
+
+
+def _log_processor(exporter: LogRecordExporter, fast: bool) -> LogRecordProcessor:
+    """The fast path's queue (the facade hands it tuples), or the SDK's batch processor."""
+    return QueuedLogRecordProcessor(exporter) if fast else BatchLogRecordProcessor(exporter)
 
 
 class _ProcessMetricExporter(MetricExporter):
@@ -219,8 +229,7 @@ class _ProcessMetricExporter(MetricExporter):
     """
 
     def __init__(self, inner: MetricExporter) -> None:
-        super().__init__(preferred_temporality=inner._preferred_temporality,
-                         preferred_aggregation=inner._preferred_aggregation)
+        super().__init__(**exporter_preferences(inner))
         self._inner = inner
         self._pid = os.getpid()
 
@@ -243,6 +252,7 @@ class _Installed:
     lock = threading.Lock()
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
+    meter_resource: Resource | None = None
     logger_provider: LoggerProvider | None = None
     bridge: logging.Handler | None = None
     settings: Settings | None = None
@@ -290,14 +300,14 @@ def _after_fork_in_child() -> None:
     inherited exporter stays silent here), so parent and child never report each other's counts.
     """
     _Installed.lock = threading.Lock()  # it may have been held by another thread at fork time
-    old, telemetry, settings = _Installed.meter_provider, _Installed.telemetry, _Installed.settings
+    old, telemetry, settings = _Installed.meter_resource, _Installed.telemetry, _Installed.settings
     if old is None or telemetry is None or settings is None:
         return
-    parent_id = old._sdk_config.resource.attributes.get("service.instance.id")
+    parent_id = old.attributes.get("service.instance.id")
     instance = f"{parent_id}-{os.getpid()}" if parent_id else f"{socket.gethostname()}-{os.getpid()}"
-    resource = old._sdk_config.resource.merge(Resource({"service.instance.id": instance}))
+    resource = old.merge(Resource({"service.instance.id": instance}))
     mp = _meter_provider(settings, resource)
-    _Installed.meter_provider = mp
+    _Installed.meter_provider, _Installed.meter_resource = mp, resource
     telemetry.bind(mp, _Installed.tracer_provider, _Installed.logger_provider)
 
 
@@ -353,7 +363,7 @@ def setup(
         )
         if tp is None:
             tp = TracerProvider(resource=resource, shutdown_on_exit=False)
-            span_exporter = _span_exporter(settings.exporters["traces"])
+            span_exporter = _span_exporter(settings.exporters["traces"], settings.fast_export)
             if span_exporter is not None:
                 tp.add_span_processor(BatchSpanProcessor(span_exporter))
             _set_global(current[0], tp, trace.set_tracer_provider)
@@ -361,12 +371,12 @@ def setup(
         if mp is None:
             mp = _meter_provider(settings, resource)
             _set_global(current[1], mp, metrics.set_meter_provider)
-            _Installed.meter_provider = mp
+            _Installed.meter_provider, _Installed.meter_resource = mp, resource
         if lp is None:
             lp = LoggerProvider(resource=resource, shutdown_on_exit=False)
-            log_exporter = _log_exporter(settings.exporters["logs"])
+            log_exporter = _log_exporter(settings.exporters["logs"], settings.fast_export)
             if log_exporter is not None:
-                lp.add_log_record_processor(QueuedLogRecordProcessor(log_exporter))
+                lp.add_log_record_processor(_log_processor(log_exporter, settings.fast_export))
             _set_global(current[2], lp, set_logger_provider)
             _Installed.logger_provider = lp
         telemetry.bind(mp, tp, lp, log_sinks)
@@ -440,5 +450,6 @@ def shutdown(timeout_ms: int = 10_000) -> None:
             _Installed.retired.append(provider)
         _Installed.telemetry = None
         _Installed.tracer_provider = _Installed.meter_provider = _Installed.logger_provider = None
+        _Installed.meter_resource = None
         _Installed.bridge = None
         _Installed.settings = None

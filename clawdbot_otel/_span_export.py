@@ -8,26 +8,24 @@ that is not a string, bool, int, float or a sequence of them) goes through the S
 the bytes always parse to what `encode_spans` builds (tests compare the two), down to the SDK leaving
 out an attribute it cannot encode (an int beyond int64).
 
-`otlp_span_exporter` gives the SDK's OTLP/gRPC or OTLP/HTTP span exporter with only the encoding step
-replaced (pinned 1.45 internals, each with a fallback to the SDK's path); retries, timeouts, headers,
-compression and the exporter's own metrics stay the SDK's.
+Only the SDK's public API is used here; the exporters that send these bytes, and the switch that
+turns this path off (CLAWDBOT_OTEL_FAST_EXPORT=0), are in `_sdk_internals`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ._otlp_wire import any_value, field, headers, key_prefix, pack_u32, pack_u64, varint
 
-__all__ = ["encode_spans_fast", "otlp_span_exporter"]
+__all__ = ["encode_spans_fast"]
 
 _log = logging.getLogger("clawdbot_otel.span_export")
 
@@ -44,13 +42,28 @@ def _value(value: Any) -> bytes:
     return any_value(value)
 
 
+# Encoded `KeyValue`s of short string attributes, by (tag, key, value): most repeat from span to span (the
+# operation, the model, the tool, a status), so most attributes cost one lookup (about 20% of the encoding).
+# Bounded: at most 8192 values of up to 128 characters, cleared when full.
+_STRING_KEY_VALUES: dict[tuple[bytes, str, str], bytes] = {}
+_CACHED_CHARS = 128
+
+
 def _attributes(tag: bytes, attributes: Any) -> bytes:
     if not attributes:
         return b""
     out = []
+    cache = _STRING_KEY_VALUES
     for key, value in attributes.items():
-        encoded = field(b"\x0a", value.encode()) if type(value) is str else _value(value)
-        out.append(field(tag, field(key_prefix(key), encoded)))
+        if type(value) is str and len(value) <= _CACHED_CHARS:
+            cached = cache.get((tag, key, value))
+            if cached is None:
+                if len(cache) >= 8192:
+                    cache.clear()
+                cached = cache[(tag, key, value)] = field(tag, field(key_prefix(key), field(b"\x0a", value.encode())))
+            out.append(cached)
+        else:
+            out.append(field(tag, field(key_prefix(key), _value(value))))
     return b"".join(out)
 
 
@@ -114,9 +127,8 @@ def _encode_span(span: ReadableSpan) -> bytes:
 
 
 def _encode_span_sdk(span: ReadableSpan) -> bytes:
-    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _encode_span as sdk_encode
-
-    return bytes(sdk_encode(span).SerializeToString())
+    """The span's message as the SDK's public `encode_spans` builds it."""
+    return bytes(encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString())
 
 
 def encode_spans_fast(spans: Sequence[ReadableSpan]) -> bytes:
@@ -151,55 +163,3 @@ def encode_spans_fast(spans: Sequence[ReadableSpan]) -> bytes:
             resource_spans += field(b"\x1a", resource.schema_url.encode())
         out.append(field(b"\x0a", resource_spans))
     return b"".join(out)
-
-
-@functools.cache
-def _grpc_class() -> type[SpanExporter]:
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    class FastOTLPGrpcSpanExporter(OTLPSpanExporter):
-        """The SDK's OTLP/gRPC span exporter; the request message is parsed from our bytes (in C)."""
-
-        def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-            return ExportTraceServiceRequest.FromString(encode_spans_fast(data))
-
-    return FastOTLPGrpcSpanExporter
-
-
-@functools.cache
-def _http_class() -> type[SpanExporter]:
-    from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-
-    class FastOTLPHttpSpanExporter(OTLPSpanExporter):
-        """The SDK's OTLP/HTTP span exporter with our encoder; the SDK's path when its internals differ."""
-
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            send = getattr(getattr(self, "_client", None), "export", None)
-            metrics = getattr(self, "_metrics", None)
-            if self._shutdown or metrics is None or not callable(send) or not hasattr(self, "_max_request_size"):
-                return super().export(spans)
-            # OTLPSpanExporter.export() with its encode step replaced
-            with metrics.export_operation(len(spans)) as result:
-                payload = encode_spans_fast(spans)
-                if _is_request_too_large(payload, self._max_request_size):
-                    _log.warning("dropping a span batch of %d bytes: over max_request_size", len(payload))
-                    result.error = RequestPayloadTooLargeError(f"{len(payload)} bytes")
-                    return SpanExportResult.FAILURE
-                sent = send(payload)
-                if not sent.success:
-                    result.error = sent.error
-                    result.error_attrs = (
-                        {HTTP_RESPONSE_STATUS_CODE: sent.status_code} if sent.status_code is not None else None)
-                    return SpanExportResult.FAILURE
-            return SpanExportResult.SUCCESS
-
-    return FastOTLPHttpSpanExporter
-
-
-def otlp_span_exporter(protocol: str, **kwargs: Any) -> SpanExporter:
-    """The OTLP span exporter for `grpc` or `http/protobuf`, encoding with `encode_spans_fast`."""
-    cls = _grpc_class() if protocol == "grpc" else _http_class()
-    return cls(**kwargs)

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from ._facade import Telemetry
-from ._log_export import QueuedLogRecordProcessor
+from ._log_queue import QueuedLogRecordProcessor
 from ._logging import StreamSink
 from ._setup import histogram_views
 from .conventions import SPAN_CATEGORY_ATTRIBUTE

@@ -40,14 +40,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from clawdbot_otel import StreamSink, Telemetry
 from clawdbot_otel._context import CORRELATION_BAGGAGE_KEY
 from clawdbot_otel._file_export import FileLogExporter
-from clawdbot_otel._log_export import (
-    LogItem,
-    QueuedLogRecordProcessor,
-    encode_items,
-    file_log_exporter,
-    item_to_sdk_record,
-    otlp_log_exporter,
-)
+from clawdbot_otel._log_export import LogItem, encode_items, item_to_sdk_record
+from clawdbot_otel._log_queue import QueuedLogRecordProcessor
+from clawdbot_otel._sdk_internals import otlp_log_exporter
 from clawdbot_otel.testing import IncrementalIdGenerator
 
 NS = 1_795_000_000_123_456_789
@@ -353,7 +348,7 @@ def test_a_processor_added_later_sees_the_facades_records_too() -> None:
 
 def test_a_forked_child_exports_its_own_records_and_the_parent_its_own(tmp_path: Path) -> None:
     path = tmp_path / "logs.jsonl"
-    processor = QueuedLogRecordProcessor(file_log_exporter(path), schedule_delay_millis=60_000)
+    processor = QueuedLogRecordProcessor(FileLogExporter(path), schedule_delay_millis=60_000)
     t, provider, _ = _telemetry(processor)
     t.log("INFO", "gateway", "parent before fork")
     pid = os.fork()
@@ -379,10 +374,9 @@ def test_a_forked_child_exports_its_own_records_and_the_parent_its_own(tmp_path:
 def test_the_file_exporter_writes_the_same_line_for_an_encoded_batch(tmp_path: Path) -> None:
     logger = LoggerProvider(resource=Resource.create({"service.name": "f"}), shutdown_on_exit=False).get_logger("s")
     items = [_item(logger), _item(logger, body="two", trace_id=0, span_id=0, flags=0)]
-    encoded = file_log_exporter(tmp_path / "a.jsonl")
-    assert encoded.supports_encoded()  # type: ignore[attr-defined]
+    encoded = FileLogExporter(tmp_path / "a.jsonl")
     payload, count = encode_items(items)
-    assert encoded.export_encoded(payload, count) is LogRecordExportResult.SUCCESS  # type: ignore[attr-defined]
+    assert encoded.export_encoded(payload, count) is LogRecordExportResult.SUCCESS
     FileLogExporter(tmp_path / "b.jsonl").export([item_to_sdk_record(i) for i in items])
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
 

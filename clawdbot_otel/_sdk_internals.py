@@ -1,0 +1,307 @@
+"""Every use of the OpenTelemetry SDK's private parts, in one place, behind one switch.
+
+CLAWDBOT_OTEL_FAST_EXPORT=1 (the default) turns on the fast export path: spans and the facade's log
+records are encoded to OTLP protobuf bytes by our own encoders (`_span_export`, `_log_export`), log
+records travel as small tuples through `_log_queue.QueuedLogRecordProcessor`, and the SDK's OTLP
+exporters below send those bytes. CLAWDBOT_OTEL_FAST_EXPORT=0 uses the SDK's own exporters and
+processors throughout (`OTLPSpanExporter`, `OTLPLogExporter`, `BatchSpanProcessor`,
+`BatchLogRecordProcessor`, `Logger.emit`): the bytes on the wire are the same (the differential tests
+in tests/core/test_fast_export.py check it), only slower. bench/export_bench.py measures the difference.
+
+The private names used here (SDK 1.45, see docs/upgrading-the-sdk.md) are each probed before use: when
+one is missing, that object takes the SDK's public path instead of failing.
+- `Logger._multi_log_record_processor._log_record_processors`, `Logger._logger_config.is_enabled`,
+  `Logger._logger_metrics`, `Logger._log_record_limits`: the facade's route to the queue (`QueueRoute`)
+- OTLP/HTTP exporters: `_client.export(bytes)`, `_metrics.export_operation`, `_max_request_size`,
+  `_shutdown`, `http._common._is_request_too_large`: the send step of `export()` without its encode step
+- OTLP/gRPC exporters: `_export(data)` with `_translate_data` and `_count_data` overridden, and
+  `_initialize_channel_and_stub` extended to put a stub that sends bytes on the SDK's `_channel` (`_client`)
+- `MetricExporter._preferred_temporality` / `_preferred_aggregation`: to wrap an exporter faithfully
+
+Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
+are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
+`opentelemetry.context._SUPPRESS_INSTRUMENTATION_KEY` is the API's key that every instrumentation sets.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk._logs import Logger, LoggerProvider, LogRecordLimits
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from ._span_export import encode_spans_fast
+
+__all__ = [
+    "FAST_EXPORT_ENV",
+    "QueueRoute",
+    "exporter_preferences",
+    "fast_export_enabled",
+    "log_record_limits",
+    "otlp_log_exporter",
+    "otlp_span_exporter",
+    "processors_of",
+]
+
+FAST_EXPORT_ENV = "CLAWDBOT_OTEL_FAST_EXPORT"
+_OFF = {"0", "false", "no", "off"}
+_ON = {"1", "true", "yes", "on"}
+
+_log = logging.getLogger("clawdbot_otel.export")
+
+
+def fast_export_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """CLAWDBOT_OTEL_FAST_EXPORT: on unless set to 0/false/no/off (anything else unknown: on, said once)."""
+    text = (os.environ if env is None else env).get(FAST_EXPORT_ENV, "").strip().lower()
+    if text and text not in _ON | _OFF:
+        _log.warning("clawdbot-otel: %s=%r is not 0 or 1; the fast export path stays on", FAST_EXPORT_ENV, text)
+    return text not in _OFF
+
+
+# --- logs: the facade's route to the queue ------------------------------------------------------------
+
+def log_record_limits(logger: Logger) -> LogRecordLimits:
+    """The attribute limits `Logger.emit` would apply (the SDK's defaults when they cannot be read)."""
+    limits = getattr(logger, "_log_record_limits", None)
+    return limits if isinstance(limits, LogRecordLimits) else LogRecordLimits()
+
+
+def processors_of(provider: Any) -> tuple[Any, ...] | None:
+    """An SDK logger provider's processors (None when they cannot be read)."""
+    if not isinstance(provider, LoggerProvider):
+        return None
+    processors = getattr(getattr(provider, "_multi_log_record_processor", None), "_log_record_processors", None)
+    return processors if type(processors) is tuple else None
+
+
+class QueueRoute:
+    """Whether a record of `logger` may skip `Logger.emit` for the provider's only processor, checked per
+    record: a processor added later (or a logger disabled by a configurator) sends records back through
+    `Logger.emit`, so that everything the SDK would do still happens."""
+
+    __slots__ = ("_config", "_holder", "_logger", "_processors", "count_created", "processor")
+
+    def __init__(self, logger: Logger, processor: Any, holder: Any, processors: tuple[Any, ...]) -> None:
+        self.processor = processor
+        self._logger = logger
+        self._holder = holder
+        self._processors = processors
+        # the SDK's own `otel.sdk.log.created` counter, when OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED is set
+        sdk_metrics = getattr(logger, "_logger_metrics", None)
+        self.count_created: Callable[[], None] | None = (
+            sdk_metrics.emit_log if sdk_metrics is not None and type(sdk_metrics).__name__ != "NoOpLoggerMetrics"
+            else None
+        )
+
+    @classmethod
+    def of(cls, provider: Any, logger: Any, kind: type) -> QueueRoute | None:
+        """The route when `provider`'s only processor is a `kind` and its internals are as expected."""
+        processors = processors_of(provider)
+        if processors is None or len(processors) != 1 or not isinstance(processors[0], kind):
+            return None
+        if not isinstance(logger, Logger) or not hasattr(getattr(logger, "_logger_config", None), "is_enabled"):
+            return None
+        return cls(logger, processors[0], provider._multi_log_record_processor, processors)
+
+    def open(self) -> bool:
+        return self._holder._log_record_processors is self._processors and self._logger._logger_config.is_enabled
+
+
+# --- exporters that send our bytes ---------------------------------------------------------------------
+
+class _Encoded:
+    """A pre-encoded log batch travelling through the gRPC exporter's own send path (its retries)."""
+
+    __slots__ = ("count", "payload")
+
+    def __init__(self, payload: bytes, count: int) -> None:
+        self.payload = payload
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _http_send(exporter: Any, payload: bytes, count: int, failure: Any) -> Any:
+    """OTLP/HTTP `export()` after its encode step: size check, send, the exporter's own metrics.
+    None when the exporter's internals are not the ones this was written for."""
+    from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
+    from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+
+    send = getattr(getattr(exporter, "_client", None), "export", None)
+    metrics = getattr(exporter, "_metrics", None)
+    if metrics is None or not callable(send) or not hasattr(exporter, "_max_request_size"):
+        return None
+    with metrics.export_operation(count) as result:
+        if _is_request_too_large(payload, exporter._max_request_size):
+            _log.warning("clawdbot-otel: dropping an export of %d bytes: over max_request_size", len(payload))
+            result.error = RequestPayloadTooLargeError(f"{len(payload)} bytes")
+            return failure
+        sent = send(payload)
+        if not sent.success:
+            result.error = sent.error
+            result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code} if sent.status_code is not None else None
+            return failure
+    return True
+
+
+@functools.cache
+def _http_span_class() -> type[SpanExporter]:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    class FastOTLPHttpSpanExporter(OTLPSpanExporter):
+        """The SDK's OTLP/HTTP span exporter, encoding with `encode_spans_fast`."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            if self._shutdown:
+                return super().export(spans)
+            sent = _http_send(self, encode_spans_fast(spans), len(spans), SpanExportResult.FAILURE)
+            if sent is None:
+                return super().export(spans)
+            return SpanExportResult.SUCCESS if sent is True else SpanExportResult.FAILURE
+
+    return FastOTLPHttpSpanExporter
+
+
+class _BytesStub:
+    """A stub whose `Export` sends an already serialized request: the gRPC channel's own call with no
+    request serializer (the generated stub would serialize a message we would first have to parse)."""
+
+    def __init__(self, channel: Any, method: str, response: Any) -> None:
+        self.Export = channel.unary_unary(method, request_serializer=None,
+                                          response_deserializer=response.FromString)
+
+
+def _bytes_stub_installer(base: type, method: str, response: Any) -> Callable[[Any], None]:
+    """`_initialize_channel_and_stub` for a subclass of the OTLP/gRPC exporter `base` (the SDK calls it at
+    start and to reconnect): the SDK's channel, our bytes stub."""
+
+    def install(exporter: Any) -> None:
+        base._initialize_channel_and_stub(exporter)  # type: ignore[attr-defined]
+        channel = getattr(exporter, "_channel", None)
+        if channel is not None:
+            exporter._client = _BytesStub(channel, method, response)
+
+    return install
+
+
+@functools.cache
+def _grpc_span_class() -> type[SpanExporter]:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    class FastOTLPGrpcSpanExporter(OTLPSpanExporter):
+        """The SDK's OTLP/gRPC span exporter (retries, reconnection, metrics), sending `encode_spans_fast`'s
+        bytes as they are."""
+
+        _initialize_channel_and_stub = _bytes_stub_installer(
+            OTLPSpanExporter, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", ExportTraceServiceResponse)
+
+        def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
+            payload = encode_spans_fast(data)
+            if isinstance(getattr(self, "_client", None), _BytesStub):
+                return payload
+            return ExportTraceServiceRequest.FromString(payload)  # the SDK's own stub: it wants a message
+
+    return FastOTLPGrpcSpanExporter
+
+
+_SDK_EXPORTERS = {
+    ("traces", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "OTLPSpanExporter"),
+    ("traces", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    ("logs", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
+    ("logs", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
+}
+
+
+def _sdk_exporter(signal: str, protocol: str, kwargs: dict[str, Any]) -> Any:
+    """The SDK's own OTLP exporter (imported on demand: gRPC is heavy)."""
+    module, name = _SDK_EXPORTERS[(signal, "grpc" if protocol == "grpc" else "http/protobuf")]
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+def otlp_span_exporter(protocol: str, *, fast: bool = True, **kwargs: Any) -> SpanExporter:
+    """The OTLP span exporter for `grpc` or `http/protobuf`: the fast one, or the SDK's."""
+    if not fast:
+        return _sdk_exporter("traces", protocol, kwargs)  # type: ignore[no-any-return]
+    return (_grpc_span_class() if protocol == "grpc" else _http_span_class())(**kwargs)
+
+
+@functools.cache
+def _http_log_class() -> type[LogRecordExporter]:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    class EncodedOTLPHttpLogExporter(OTLPLogExporter):
+        """The SDK's OTLP/HTTP log exporter, also sending pre-encoded batches."""
+
+        def supports_encoded(self) -> bool:
+            client = getattr(self, "_client", None)
+            return (callable(getattr(client, "export", None)) and hasattr(self, "_metrics")
+                    and hasattr(self, "_max_request_size"))
+
+        def export_encoded(self, payload: bytes, count: int) -> LogRecordExportResult:
+            if self._shutdown:
+                return LogRecordExportResult.FAILURE
+            sent = _http_send(self, payload, count, LogRecordExportResult.FAILURE)
+            return LogRecordExportResult.SUCCESS if sent is True else LogRecordExportResult.FAILURE
+
+    return EncodedOTLPHttpLogExporter
+
+
+@functools.cache
+def _grpc_log_class() -> type[LogRecordExporter]:
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+
+    class EncodedOTLPGrpcLogExporter(OTLPLogExporter):
+        """The SDK's OTLP/gRPC log exporter, also sending pre-encoded batches as they are (with its retries)."""
+
+        _initialize_channel_and_stub = _bytes_stub_installer(
+            OTLPLogExporter, "/opentelemetry.proto.collector.logs.v1.LogsService/Export", ExportLogsServiceResponse)
+
+        def supports_encoded(self) -> bool:
+            return callable(getattr(self, "_export", None))
+
+        def _translate_data(self, data: Any) -> Any:
+            as_bytes = isinstance(getattr(self, "_client", None), _BytesStub)
+            if isinstance(data, _Encoded):
+                return data.payload if as_bytes else ExportLogsServiceRequest.FromString(data.payload)
+            request = super()._translate_data(data)
+            return request.SerializeToString() if as_bytes else request
+
+        def _count_data(self, data: Any) -> int:
+            return len(data)
+
+        def export_encoded(self, payload: bytes, count: int) -> LogRecordExportResult:
+            return self._export(_Encoded(payload, count))  # type: ignore[arg-type]
+
+    return EncodedOTLPGrpcLogExporter
+
+
+def otlp_log_exporter(protocol: str, *, fast: bool = True, **kwargs: Any) -> LogRecordExporter:
+    """The OTLP log exporter for `grpc` or `http/protobuf`: one that also takes bytes, or the SDK's."""
+    if not fast:
+        return _sdk_exporter("logs", protocol, kwargs)  # type: ignore[no-any-return]
+    return (_grpc_log_class() if protocol == "grpc" else _http_log_class())(**kwargs)
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+def exporter_preferences(exporter: MetricExporter) -> dict[str, Any]:
+    """The temporality and aggregation preferences a wrapper must repeat (None: the SDK's defaults)."""
+    return {"preferred_temporality": getattr(exporter, "_preferred_temporality", None),
+            "preferred_aggregation": getattr(exporter, "_preferred_aggregation", None)}
