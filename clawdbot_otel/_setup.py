@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +32,7 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricExportResult,
+    MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
@@ -40,6 +41,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from ._export_hint import EXPORTER_LOGGER, ProtocolMismatchHint
 from ._facade import Telemetry
 from ._file_export import FileMetricExporter, FileSpanExporter
 from ._log_export import QueuedLogRecordProcessor, file_log_exporter, otlp_log_exporter
@@ -271,13 +273,13 @@ def _set_global(current: Any, provider: Any, setter: Any) -> None:
         setter(provider)
 
 
-def _meter_provider(settings: Settings, resource: Resource) -> MeterProvider:
+def _meter_provider(settings: Settings, resource: Resource, extra: Sequence[MetricReader] = ()) -> MeterProvider:
     metric_exporter = _metric_exporter(settings.exporters["metrics"])
-    readers = (
-        [PeriodicExportingMetricReader(_ProcessMetricExporter(metric_exporter), settings.metric_export_interval_ms)]
-        if metric_exporter is not None
-        else []
-    )
+    readers = [*extra]
+    if metric_exporter is not None:
+        readers.append(
+            PeriodicExportingMetricReader(_ProcessMetricExporter(metric_exporter), settings.metric_export_interval_ms)
+        )
     return MeterProvider(resource=resource, metric_readers=readers, views=histogram_views(), shutdown_on_exit=False)
 
 
@@ -312,6 +314,7 @@ def setup(
     install_logging: bool = True,
     announce: TextIO | None = sys.stderr,
     instance_id: str | None = None,
+    metric_readers: Sequence[MetricReader] = (),
 ) -> Settings:
     """Build providers from the process's OTEL_* variables (the exporters read them too), install them
     globally, and bind `telemetry` to them.
@@ -319,6 +322,8 @@ def setup(
     `service.instance.id` is OTEL_RESOURCE_ATTRIBUTES', else `instance_id`, else the host name: stable
     across restarts (the SDK's default is a new UUID per process), so a restarted gateway continues its
     own Prometheus series instead of leaving a dead one behind for GatewayDown to report.
+
+    `metric_readers` are read besides the exporter's (e.g. an in-memory reader that counts series).
 
     Safe to call twice (the second call only rebinds). Under `opentelemetry-instrument` the
     providers it installed are reused, and its stdlib logging handler is removed so that no log
@@ -359,7 +364,7 @@ def setup(
             _set_global(current[0], tp, trace.set_tracer_provider)
             _Installed.tracer_provider = tp
         if mp is None:
-            mp = _meter_provider(settings, resource)
+            mp = _meter_provider(settings, resource, metric_readers)
             _set_global(current[1], mp, metrics.set_meter_provider)
             _Installed.meter_provider = mp
         if lp is None:
@@ -373,6 +378,7 @@ def setup(
         _Installed.telemetry = telemetry
         if install_logging:
             _install_stdlib_bridge(telemetry)
+        _install_protocol_hint(announce)
         _maybe_instrument_asyncio(tp, mp)
         _Installed.settings = settings
     atexit.register(shutdown)
@@ -391,6 +397,14 @@ def _install_stdlib_bridge(telemetry: Telemetry) -> None:
     if root.level > telemetry._log_level or root.level == logging.NOTSET:
         root.setLevel(max(telemetry._log_level, logging.DEBUG))
     _Installed.bridge = bridge
+
+
+def _install_protocol_hint(out: TextIO | None) -> None:
+    exporter_logger = logging.getLogger(EXPORTER_LOGGER)
+    for handler in list(exporter_logger.handlers):
+        if isinstance(handler, ProtocolMismatchHint):
+            exporter_logger.removeHandler(handler)
+    exporter_logger.addHandler(ProtocolMismatchHint(os.environ, out))
 
 
 def _maybe_instrument_asyncio(tp: TracerProvider, mp: MeterProvider) -> None:

@@ -1,0 +1,66 @@
+"""One plain sentence when the OTLP endpoint speaks the other protocol than the exporters.
+
+Pointed at a gRPC port with http/protobuf (or the reverse), every export fails with warnings that do
+not say why ("BadStatusLine('\\x00\\x00...')", "Failed parsing HTTP/2"), once per batch per signal. This
+handler watches the exporters' loggers for those signatures and writes once what is wrong and the two
+ways to fix it; the exporters' own warnings still go where they went.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+from typing import TextIO
+
+__all__ = ["EXPORTER_LOGGER", "ProtocolMismatchHint"]
+
+#: The parent logger of the SDK's OTLP exporters (http and grpc, every signal).
+EXPORTER_LOGGER = "opentelemetry.exporter.otlp"
+# An HTTP/1.1 client reading an HTTP/2 server's first SETTINGS frame as its status line.
+_GRPC_ANSWERED_HTTP = ("BadStatusLine('\\x00\\x00",)
+# gRPC (HTTP/2) reaching an HTTP/1.1 server.
+_HTTP_ANSWERED_GRPC = ("Failed parsing HTTP/2", "Trying to connect an http1.x server")
+
+
+class ProtocolMismatchHint(logging.Handler):
+    """A logging handler for EXPORTER_LOGGER that explains a protocol mismatch, once per process."""
+
+    def __init__(self, env: Mapping[str, str], out: TextIO | None = None) -> None:
+        super().__init__(logging.WARNING)
+        self._endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "the OTLP endpoint"
+        self._out = out
+        self._said = False
+        self._said_lock = threading.Lock()  # exporter threads of several signals may match at once
+
+    @property
+    def said(self) -> bool:
+        return self._said
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._said:
+            return
+        text = record.getMessage()
+        if any(s in text for s in _GRPC_ANSWERED_HTTP):
+            line = self._explain(speaks="gRPC", sent="http/protobuf", port=4318)
+        elif any(s in text for s in _HTTP_ANSWERED_GRPC):
+            line = self._explain(speaks="OTLP/HTTP", sent="grpc", port=4317)
+        else:
+            return
+        with self._said_lock:
+            if self._said:
+                return
+            self._said = True
+        out = self._out or sys.stderr
+        out.write(line + "\n")
+        out.flush()
+
+    def _explain(self, *, speaks: str, sent: str, port: int) -> str:
+        fix_protocol = "grpc" if sent == "http/protobuf" else "http/protobuf"
+        return (
+            f"clawdbot-otel: {self._endpoint} speaks {speaks}, but the exporters send {sent}, so every export "
+            f"fails. Fix one of the two: point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's {sent} port "
+            f"(http://127.0.0.1:{port} for `clawdbot-otel stack up`), or keep the endpoint and set "
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={fix_protocol}."
+        )
