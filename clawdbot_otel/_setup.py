@@ -41,6 +41,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from ._default import DEFAULT_TELEMETRY
 from ._export_hint import EXPORTER_LOGGER, ProtocolMismatchHint
 from ._facade import Telemetry
 from ._file_export import FileMetricExporter, FileSpanExporter
@@ -48,6 +49,7 @@ from ._log_export import QueuedLogRecordProcessor, file_log_exporter, otlp_log_e
 from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
 from ._span_export import otlp_span_exporter
 from .conventions import METRICS, Kind
+from .logfiles import LevelFileSink
 from .paths import state_dir
 
 __all__ = ["Settings", "histogram_views", "setup", "shutdown"]
@@ -307,7 +309,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def setup(
-    telemetry: Telemetry,
+    telemetry: Telemetry = DEFAULT_TELEMETRY,
     *,
     service_name: str = "clawdbot-gateway",
     log_sinks: Iterable[LogSink] | None = None,
@@ -317,7 +319,7 @@ def setup(
     metric_readers: Sequence[MetricReader] = (),
 ) -> Settings:
     """Build providers from the process's OTEL_* variables (the exporters read them too), install them
-    globally, and bind `telemetry` to them.
+    globally, and bind `telemetry` (the default instance behind the module-level functions) to them.
 
     `service.instance.id` is OTEL_RESOURCE_ATTRIBUTES', else `instance_id`, else the host name: stable
     across restarts (the SDK's default is a new UUID per process), so a restarted gateway continues its
@@ -331,8 +333,6 @@ def setup(
     """
     settings = Settings.from_env(None, service_name)
     if log_sinks is None and settings.log_files:
-        from .logfiles import LevelFileSink
-
         log_sinks = [StreamSink(), LevelFileSink(fallback=None)]  # stderr has every line already
     with _Installed.lock:
         telemetry.strict = settings.strict

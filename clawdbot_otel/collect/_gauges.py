@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 
 __all__ = ["GaugeCallbacks"]
 

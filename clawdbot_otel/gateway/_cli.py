@@ -1,6 +1,6 @@
 """`clawdbot-otel gateway` and `clawdbot-otel demo` (thin: parse, call the library, print).
 
-The lead wires `register(subparsers)` into `clawdbot_otel.cli.build_parser()`.
+`register(subparsers)` is wired into `clawdbot_otel.cli.build_parser()`.
 """
 
 from __future__ import annotations

@@ -25,13 +25,11 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from clawdbot_otel._facade import Telemetry
-from clawdbot_otel._spans import SpanHandle, model_family, session_type
-from clawdbot_otel.collect import TaskInstrumentation
-from clawdbot_otel.collect._gauges import GaugeCallbacks
+from clawdbot_otel import SpanHandle, Telemetry, model_family, session_type
+from clawdbot_otel import audit as write_audit
+from clawdbot_otel.collect import GaugeCallbacks, TaskInstrumentation
 from clawdbot_otel.conventions import METRICS_BY_NAME, OTHER
 from clawdbot_otel.frames import EventFrame, Frame, RequestFrame, ResponseFrame
-from clawdbot_otel.logfiles import audit as write_audit
 
 __all__ = ["FrameObserver"]
 

@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 from clawdbot_otel.frames import (
     ERROR_INVALID_REQUEST,
     EventFrame,

@@ -1,11 +1,11 @@
-"""Local log files by the design's Log Retention Policy: per-level folders, rotation, gzip, cleanup, audit.
+"""Local log files by the design's Log Retention Policy: per-level folders, rotation, gzip, cleanup.
 
     import clawdbot_otel as telemetry
-    from clawdbot_otel.logfiles import LevelFileSink, audit
+    from clawdbot_otel.logfiles import LevelFileSink
 
     # beside stderr: a line the files cannot take is already on stderr, so no fallback copy
     telemetry.setup(log_sinks=[telemetry.StreamSink(), LevelFileSink(fallback=None)])
-    audit("auth", outcome="failure", actor="client-7", reason="bad_token")
+    telemetry.audit("auth", outcome="failure", actor="client-7", reason="bad_token")  # -> audit/
 
 Layout under one root (`CLAWDBOT_OTEL_LOG_DIR`, default `~/.local/state/clawdbot-otel/logs`):
 `debug/` 24 h, `info/` 7 days, `error/` (WARN, ERROR) 30 days, `archive/` (FATAL) 90 days, `audit/`
@@ -14,7 +14,7 @@ Layout under one root (`CLAWDBOT_OTEL_LOG_DIR`, default `~/.local/state/clawdbot
 
 from __future__ import annotations
 
-from ._audit import audit
+from ._cli import register
 from ._loki import loki_retention_config, loki_retention_rules
 from ._maintenance import PrunedFile, prune
 from ._policy import LOG_DIR_ENV, RETENTION_POLICY, LogRetention, default_log_dir
@@ -27,9 +27,9 @@ __all__ = [
     "LevelFileSink",
     "LogRetention",
     "PrunedFile",
-    "audit",
     "default_log_dir",
     "loki_retention_config",
     "loki_retention_rules",
     "prune",
+    "register",
 ]

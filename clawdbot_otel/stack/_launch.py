@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clawdbot_otel.logfiles import audit
+from clawdbot_otel import audit
 
 from ._build import Binaries, StackError, cache_dir, find_binaries, repo_root
 

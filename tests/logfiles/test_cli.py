@@ -112,8 +112,3 @@ def test_prune_help_shows_the_policy(capsys: pytest.CaptureFixture[str]) -> None
 def test_loki_retention_prints_the_runtime_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["logs", "loki-retention"]) == 0
     assert capsys.readouterr().out == logfiles.loki_retention_config()
-
-
-def test_public_surface() -> None:
-    public = {name for name in vars(logfiles) if not name.startswith("_")} - {"annotations"}
-    assert set(logfiles.__all__) == public

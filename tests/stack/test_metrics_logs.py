@@ -150,8 +150,7 @@ def test_loki_applies_the_log_retention_policy_to_real_streams(stack: RunningSta
     """Loki loaded the per-stream rules, and the labels their selectors use exist on real streams."""
     import yaml
 
-    from clawdbot_otel import Telemetry
-    from clawdbot_otel.logfiles import audit
+    from clawdbot_otel import Telemetry, audit
 
     def get(path: str) -> str:
         with urllib.request.urlopen(f"{stack.loki}{path}", timeout=10) as resp:
