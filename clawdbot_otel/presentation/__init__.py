@@ -11,7 +11,7 @@ below imports it.
 from __future__ import annotations
 
 from ._alerts import ALERTS, KPI_RECORDING_RULES, AlertRule
-from ._catalogue import catalogue_dict, catalogue_markdown
+from ._catalogue import catalogue_dict, catalogue_markdown, catalogue_names_module
 from ._dashboards import DASHBOARDS, Dashboard, Panel, dashboard_json
 from ._rules_render import prometheus_rules_yaml
 
@@ -24,6 +24,7 @@ __all__ = [
     "Panel",
     "catalogue_dict",
     "catalogue_markdown",
+    "catalogue_names_module",
     "dashboard_json",
     "prometheus_rules_yaml",
 ]
