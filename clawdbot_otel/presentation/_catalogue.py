@@ -1,4 +1,4 @@
-"""The catalogue as JSON and as Markdown tables (the README's tables are generated from here)."""
+"""The catalogue as JSON and as Markdown tables (CATALOGUE.md), and its names as Literal types."""
 
 from __future__ import annotations
 
