@@ -24,16 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import random
 import re
-import stat
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from clawdbot_otel.frames import (
@@ -45,19 +41,18 @@ from clawdbot_otel.frames import (
     response,
 )
 
-from ._workspace import Workspace, read_json, write_json
+from ._scheduler_files import MODELS, RunRef, SchedulerFolders, now_ms
+from ._workspace import Workspace
 
 __all__ = ["DEFAULT_CRON_JOBS", "CronJob", "EmbeddedRuntime", "Peer"]
 
 SERVER_VERSION = "clawdbot-otel-embedded"
-MODELS = {"opus": "claude-opus-4-5", "sonnet": "claude-sonnet-4-5", "haiku": "claude-haiku-4-5"}
 PROVIDER = "anthropic"
 #: USD per million tokens: input, output (cache reads 0.1x input, cache writes 1.25x input).
 PRICES = {"opus": (5.0, 25.0), "sonnet": (3.0, 15.0), "haiku": (1.0, 5.0)}
 METHODS = ("connect", "agent", "agent.wait", "sessions.list", "sessions.usage", "cron.list", "cron.status",
            "cron.run", "cron.runs", "health", "status")
 EVENTS = ("connect.challenge", "agent", "chat", "task", "cron", "health", "tick")
-KNOWN_AGENTS = ("main", "coordinator", "researcher", "builder", "reviewer")
 #: Tool -> the argument summary the real gateway shows as the item's `meta` (and in its title).
 TOOL_META = {"ls": ".", "read": "README.md", "exec": "make test", "web_search": "release notes", "write": "notes.md"}
 TOOLS = tuple(TOOL_META)
@@ -124,10 +119,6 @@ class _JobState:
     runs: int = 0
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class EmbeddedRuntime:
     """Answers requests from `Peer`s; events for everyone go through `broadcast(event, payload)`.
 
@@ -158,16 +149,17 @@ class EmbeddedRuntime:
         self.retention_s = retention_s
         self.trace_lookup = trace_lookup
         self.boot_id = str(uuid.uuid4())
-        self.started_ms = _now_ms()
+        self.started_ms = now_ms()
         self._rng = random.Random(seed)
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._jobs = {job.id: _JobState(job, self.started_ms + int(job.every_s * 1000)) for job in cron_jobs}
         self._job_runs: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._spawned: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._picked_up: set[str] = set()
-        self._stale_heartbeats: set[Path] = set()
+        self.folders = SchedulerFolders(self.workspace, self._rng, time_scale=time_scale,
+                                        heartbeat_interval_s=heartbeat_interval_s, retention_s=retention_s,
+                                        spawn=self._spawn, run_subagent=self._run_subagent,
+                                        trace_fields=self._trace_fields)
         self._loops: list[asyncio.Task[None]] = []
         self.active_runs = 0
 
@@ -176,9 +168,9 @@ class EmbeddedRuntime:
         self._loops = [
             asyncio.create_task(self._tick_loop()),
             asyncio.create_task(self._cron_loop()),
-            asyncio.create_task(self._spawn_queue_loop()),
-            asyncio.create_task(self._inbox_loop()),
-            asyncio.create_task(self._cleanup_loop()),
+            asyncio.create_task(self.folders.spawn_queue_loop()),
+            asyncio.create_task(self.folders.inbox_loop()),
+            asyncio.create_task(self.folders.cleanup_loop()),
         ]
 
     async def stop(self) -> None:
@@ -200,7 +192,7 @@ class EmbeddedRuntime:
         await asyncio.sleep(seconds * self.time_scale)
 
     def challenge(self) -> dict[str, Any]:
-        return {"nonce": str(uuid.uuid4()), "ts": _now_ms(), "capabilities": ["model-catalog-snapshot"]}
+        return {"nonce": str(uuid.uuid4()), "ts": now_ms(), "capabilities": ["model-catalog-snapshot"]}
 
     # --- requests --------------------------------------------------------------------------------
     def handle(self, peer: Peer, frame: RequestFrame) -> None:
@@ -244,7 +236,7 @@ class EmbeddedRuntime:
             "type": "hello-ok", "protocol": PROTOCOL_VERSION,
             "server": {"version": SERVER_VERSION, "bootId": self.boot_id, "connId": peer.id},
             "features": {"methods": list(METHODS), "events": list(EVENTS)},
-            "snapshot": {"health": self._health(), "uptimeMs": _now_ms() - self.started_ms},
+            "snapshot": {"health": self._health(), "uptimeMs": now_ms() - self.started_ms},
             "auth": {"method": "token" if self.token is not None else "none",
                      "role": params.get("role") or "operator", "scopes": scopes},
             "policy": {"maxPayload": 26214400, "maxBufferedBytes": 52428800,
@@ -265,7 +257,7 @@ class EmbeddedRuntime:
         model = params.get("model") if isinstance(params.get("model"), str) else None
         run = self._new_run(run_id, session_key, agent_id)
         peer.send_frame(response(frame_id, {"runId": run_id, "sessionKey": session_key, "agentId": agent_id,
-                                            "status": "accepted", "acceptedAt": _now_ms()}))
+                                            "status": "accepted", "acceptedAt": now_ms()}))
 
         async def go() -> None:
             final = await self._run_turn(run, message, model)
@@ -300,7 +292,7 @@ class EmbeddedRuntime:
     def _sessions_list(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
         limit = params.get("limit") if isinstance(params.get("limit"), int) else 50
         sessions = list(reversed(self._sessions.values()))[:limit]
-        peer.send_frame(response(frame_id, {"ts": _now_ms(), "count": len(self._sessions), "sessions": [
+        peer.send_frame(response(frame_id, {"ts": now_ms(), "count": len(self._sessions), "sessions": [
             {"key": s.key, "kind": "direct", "sessionId": s.session_id, "agentId": s.agent_id,
              "updatedAt": s.updated_at, "model": s.model, "modelProvider": PROVIDER,
              "inputTokens": s.usage["input"], "outputTokens": s.usage["output"],
@@ -322,7 +314,7 @@ class EmbeddedRuntime:
             totals["totalTokens"] += total
             totals["totalCost"] += u["cost"]
         totals["totalCost"] = round(totals["totalCost"], 6)
-        peer.send_frame(response(frame_id, {"updatedAt": _now_ms(), "sessions": rows, "totals": totals}))
+        peer.send_frame(response(frame_id, {"updatedAt": now_ms(), "sessions": rows, "totals": totals}))
 
     def _cron_job(self, state: _JobState) -> dict[str, Any]:
         job = state.job
@@ -364,7 +356,7 @@ class EmbeddedRuntime:
         recent = [{"key": s.key, "updatedAt": s.updated_at} for s in list(reversed(self._sessions.values()))[:10]]
         peer.send_frame(response(frame_id, {
             "server": {"version": SERVER_VERSION, "bootId": self.boot_id},
-            "uptimeMs": _now_ms() - self.started_ms, "activeRuns": self.active_runs,
+            "uptimeMs": now_ms() - self.started_ms, "activeRuns": self.active_runs,
             "sessions": {"count": len(self._sessions), "recent": recent},
             "cron": {"jobs": len(self._jobs)}}))
 
@@ -375,7 +367,7 @@ class EmbeddedRuntime:
     }
 
     def _health(self) -> dict[str, Any]:
-        return {"ok": True, "ts": _now_ms(), "durationMs": 1, "defaultAgentId": "main",
+        return {"ok": True, "ts": now_ms(), "durationMs": 1, "defaultAgentId": "main",
                 "heartbeatSeconds": int(self.tick_interval_s),
                 "sessions": {"count": len(self._sessions),
                              "recent": [{"key": s.key, "updatedAt": s.updated_at}
@@ -383,7 +375,7 @@ class EmbeddedRuntime:
 
     # --- agent turns -----------------------------------------------------------------------------
     def _new_run(self, run_id: str, session_key: str, agent_id: str) -> _Run:
-        run = _Run(run_id, session_key, agent_id, _now_ms(), asyncio.get_running_loop().create_future())
+        run = _Run(run_id, session_key, agent_id, now_ms(), asyncio.get_running_loop().create_future())
         self._runs[run_id] = run
         while len(self._runs) > 2000:
             _, old = self._runs.popitem(last=False)
@@ -420,7 +412,7 @@ class EmbeddedRuntime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            result = {"ok": False, "error": f"internal error: {type(exc).__name__}", "endedAt": _now_ms()}
+            result = {"ok": False, "error": f"internal error: {type(exc).__name__}", "endedAt": now_ms()}
         finally:
             self.active_runs -= 1
         if not run.done.done():
@@ -438,7 +430,7 @@ class EmbeddedRuntime:
         def agent_event(stream: str, data: dict[str, Any], with_session: bool = True) -> None:
             nonlocal seq
             seq += 1
-            payload = {**base, "stream": stream, "data": data, "seq": seq, "ts": _now_ms()}
+            payload = {**base, "stream": stream, "data": data, "seq": seq, "ts": now_ms()}
             if with_session:
                 payload["sessionId"] = session.session_id
             self.broadcast("agent", payload)
@@ -450,13 +442,13 @@ class EmbeddedRuntime:
                 "startedAt": run.started_at}
 
         def task_event(**changes: Any) -> None:
-            task.update(changes, updatedAt=_now_ms())
+            task.update(changes, updatedAt=now_ms())
             self.broadcast("task", {"action": "upserted", "task": dict(task)})
 
         task_event(execution={"state": "running"})
         stop_heartbeat = asyncio.Event()
-        heartbeat = self._spawn(self._heartbeat(task, model, stop_heartbeat, stale="stale" in text))
-        started_at = _now_ms()
+        heartbeat = self._spawn(self.folders.heartbeat(task, model, stop_heartbeat, stale="stale" in text))
+        started_at = now_ms()
         agent_event("lifecycle", {"phase": "start", "startedAt": started_at})
         usage = {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}
         calls = 0
@@ -478,7 +470,7 @@ class EmbeddedRuntime:
                         "phase": "finishing", "error": "The AI service is temporarily overloaded. Please try again.",
                         "errorObservation": {"provider": PROVIDER, "model": model, "failoverReason": "overloaded",
                                              "providerRuntimeFailureKind": "http_529"},
-                        "aborted": False, "livenessState": "blocked", "endedAt": _now_ms()})
+                        "aborted": False, "livenessState": "blocked", "endedAt": now_ms()})
                     if attempts >= 3:
                         error = "The AI service is temporarily overloaded. Please try again in a moment."
                         break
@@ -492,7 +484,7 @@ class EmbeddedRuntime:
                     agent_event("assistant", {"itemId": f"{uuid.uuid4()}:1", "text": "", "delta": "", "replace": True},
                                 with_session=False)
                     await self._sleep(delay_ms / 1000)
-                    agent_event("lifecycle", {"phase": "start", "startedAt": _now_ms()})
+                    agent_event("lifecycle", {"phase": "start", "startedAt": now_ms()})
                     continue
                 calls += 1
                 prompt = 900 + 3 * len(message) + 150 * calls + self._rng.randint(0, 400)
@@ -513,19 +505,19 @@ class EmbeddedRuntime:
                 reply = f"Done: {message[:60]}"
                 agent_event("assistant", {"text": reply[:5], "delta": reply[:5], "itemId": f"{run.run_id}:1"},
                             with_session=False)
-                delta = {"role": "assistant", "content": [{"type": "text", "text": reply[:5]}], "timestamp": _now_ms()}
+                delta = {"role": "assistant", "content": [{"type": "text", "text": reply[:5]}], "timestamp": now_ms()}
                 self.broadcast("chat", {**base, "seq": seq, "state": "delta", "deltaText": reply[:5], "message": delta})
                 agent_event("assistant", {"text": reply, "delta": reply[5:], "itemId": f"{run.run_id}:1"},
                             with_session=False)
                 agent_event("usage", {"outputTokens": output_total}, with_session=False)
                 agent_event("lifecycle", {"phase": "finishing", "stopReason": "stop", "aborted": False,
-                                          "livenessState": "working", "endedAt": _now_ms()})
+                                          "livenessState": "working", "endedAt": now_ms()})
                 break
         finally:
             stop_heartbeat.set()
         usage["output"] = output_total
         agent_event("lifecycle", {"phase": "model", "provider": None, "model": None})
-        ended_at = _now_ms()
+        ended_at = now_ms()
         # Validation goes out while the run is open (as the real gateway's "execution finished" task
         # event does): the observer parents it on the session span, and a run without a request (cron,
         # sub-agent) is closed by its lifecycle end.
@@ -560,7 +552,7 @@ class EmbeddedRuntime:
                                                 "timestamp": ended_at}})
         with contextlib.suppress(Exception):
             await heartbeat  # its last write must land before the final one
-        await self._finish_heartbeat(task, model, "failed" if error else "completed")
+        await self.folders.finish_heartbeat(task, model, "failed" if error else "completed")
         del task["validation"]  # reported once, above
         task_event(status="failed" if error else "completed", endedAt=ended_at,
                    terminalSummary="failed" if error else "completed")
@@ -592,7 +584,7 @@ class EmbeddedRuntime:
         """One tool call as `item` events; True when it completed."""
         name, _, mode = tool.partition("!")
         call_id = f"toolu_{uuid.uuid4().hex[:20]}"
-        started = _now_ms()
+        started = now_ms()
         match = _MESSAGE_TO.search(text)
         recipient = match.group(1) if match else "coordinator"
         meta = recipient if name == "sessions_send" else TOOL_META.get(name, "")
@@ -603,11 +595,11 @@ class EmbeddedRuntime:
         status, error = "completed", None
         try:
             if name == "sessions_spawn":
-                result = await self._request_spawn(run, text)
+                result = await self.folders.request_spawn(run, text)
                 if result.get("status") != "spawned":
                     status, error = "error", str(result.get("error") or "spawn failed")
             elif name == "sessions_send":
-                self._send_inbox(run, recipient, text)
+                self.folders.send_inbox(run, recipient, text)
                 await self._sleep(0.02)
             elif mode == "fail":
                 await self._sleep(self._rng.uniform(0.02, 0.1))
@@ -618,7 +610,7 @@ class EmbeddedRuntime:
                 await self._sleep(self._rng.uniform(0.01, 0.15))
         except TimeoutError:
             status, error = "error", "timed out"
-        end = {**item, "phase": "end", "status": status, "startedAt": started, "endedAt": _now_ms()}
+        end = {**item, "phase": "end", "status": status, "startedAt": started, "endedAt": now_ms()}
         if error:
             end["error"] = error
             end["isError"] = True
@@ -637,198 +629,21 @@ class EmbeddedRuntime:
             out[-1]["reason"] = "reviewer_rejected"
         return out
 
-    # --- heartbeats, spawn queue, inbox ------------------------------------------------------------
-    # File work goes through asyncio.to_thread: a slow disk must not stall the gateway's event loop.
-    def _trace_fields(self, run: _Run) -> dict[str, str]:
+    # --- the scheduler folders' callbacks ----------------------------------------------------------
+    def _trace_fields(self, run: RunRef) -> dict[str, str]:
         """The run's session as a `traceparent` field: the watchers parent their spans on it."""
         traceparent = self.trace_lookup(run.run_id) if self.trace_lookup is not None else None
         return {"traceparent": traceparent} if traceparent else {}
 
-    async def _heartbeat(self, task: dict[str, Any], model: str, stop: asyncio.Event, *, stale: bool) -> None:
-        """Rewrite the task's heartbeat file until `stop` (a "stale" task writes once and goes quiet)."""
-        path = self.workspace.heartbeats / f"{task['taskId']}.json"
-        record = {"taskId": task["taskId"], "status": "running", "startedAt": task["startedAt"],
-                  "lastUpdate": _now_ms(), "model": model, "agentId": task["agentId"],
-                  "sessionKey": task["sessionKey"], "runId": task["runId"]}
-        interval_s = self.heartbeat_interval_s * min(self.time_scale, 1.0)
-        while True:
-            record["lastUpdate"] = _now_ms()
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(write_json, path, record)
-            if stale:  # a task that died without cleaning up: the file stays, never updated
-                self._stale_heartbeats.add(path)
-                return
-            # Stopped, not cancelled: a write in flight in its thread would land after the final one.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-            if stop.is_set():
-                return
-
-    async def _finish_heartbeat(self, task: dict[str, Any], model: str, status: str) -> None:
-        path = self.workspace.heartbeats / f"{task['taskId']}.json"
-        if path in self._stale_heartbeats:
-            return
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(write_json, path, {
-                "taskId": task["taskId"], "status": status, "startedAt": task["startedAt"], "lastUpdate": _now_ms(),
-                "model": model, "agentId": task["agentId"]})
-
-    async def _request_spawn(self, run: _Run, text: str) -> dict[str, Any]:
-        request_id = f"spawn-{uuid.uuid4().hex[:12]}"
-        family = "haiku" if "haiku" in text else ("opus" if "opus" in text else "sonnet")
-        label = self._rng.choice(("researcher", "builder", "reviewer"))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._spawned[request_id] = future
-        try:
-            await asyncio.to_thread(write_json, self.workspace.spawn_requests / f"{request_id}.json", {
-                "requestId": request_id, "requestedBy": run.session_key, "requestedAt": _now_ms(),
-                "spawn": {"label": label, "model": MODELS[family], "task": f"sub-task of: {text[:100]}"},
-                "waitForResult": False, "parentRunId": run.run_id, "agentId": run.agent_id,
-                **self._trace_fields(run),
-            })
-            return await asyncio.wait_for(future, 60 * max(self.time_scale, 0.1))
-        except OSError as exc:
-            return {"status": "failed", "error": f"cannot write the spawn request: {exc.strerror or exc}"}
-        finally:
-            self._spawned.pop(request_id, None)
-
-    def _unanswered_requests(self) -> list[str]:
-        """Names of the request files that are regular files without a response (in a thread)."""
-        with os.scandir(self.workspace.spawn_responses) as entries:
-            answered = {entry.name for entry in entries}
-        with os.scandir(self.workspace.spawn_requests) as entries:
-            # is_file(): a FIFO or folder named *.json is not a request (reading a FIFO would block).
-            return sorted(entry.name for entry in entries
-                          if entry.name.endswith(".json") and not entry.name.startswith(".")
-                          and entry.name not in answered and entry.is_file())
-
-    async def _spawn_queue_loop(self) -> None:
-        """The spawner: pick up request files without a response, answer them, run the sub-agent."""
-        while True:
-            await asyncio.sleep(0.25 * min(self.time_scale * 4, 1.0))
-            try:
-                pending = await asyncio.to_thread(self._unanswered_requests)
-            except OSError:
-                continue
-            for name in [n for n in pending if n not in self._picked_up][:20]:
-                self._picked_up.add(name)
-                self._spawn(self._process_spawn(name))
-
-    async def _process_spawn(self, name: str) -> None:
-        path = self.workspace.spawn_requests / name
-        response_path = self.workspace.spawn_responses / name
-        try:
-            request = await asyncio.to_thread(read_json, path)
-            if not isinstance(request, dict):
-                return  # not a request (yet): retried at the next pass
-            request_id = str(request.get("requestId") or path.stem)
-            await self._sleep(self._rng.uniform(0.2, 1.5))  # queue latency: request -> spawn
-            agent_id = str(request.get("agentId") or "main")
-            session_key = f"agent:{agent_id}:subagent:{uuid.uuid4()}"
-            run_id = str(uuid.uuid4())
-            answer = {"requestId": request_id, "processedAt": _now_ms(), "status": "spawned",
-                      "sessionKey": session_key, "runId": run_id}
-            await asyncio.to_thread(write_json, response_path, answer)
-            future = self._spawned.get(request_id)
-            if future is not None and not future.done():
-                future.set_result(answer)
-            spawn = request.get("spawn")
-            if not isinstance(spawn, dict):
-                spawn = {}
-            model = spawn.get("model") if isinstance(spawn.get("model"), str) else None
-            task_text = str(spawn.get("task") or "sub-task").replace("spawn", "do").replace("message", "note")
-            run = self._new_run(run_id, session_key, agent_id)
-            result = await self._run_turn(run, f"{task_text} use a tool", model)
-            # A sub-agent lives on after its first turn (and so is seen active between scans).
-            await self._sleep(self._rng.uniform(15.0, 40.0))
-            final = {**answer, "status": "completed" if result.get("ok") else "failed"}
-            if not result.get("ok"):
-                final["error"] = result.get("error")
-            await asyncio.to_thread(write_json, response_path, final)
-        except OSError:
-            return  # a response that cannot be written: the requester times out, as with a dead spawner
-        finally:
-            self._picked_up.discard(name)
-
-    def _send_inbox(self, run: _Run, recipient: str, text: str) -> None:
-        """Route one message: after a delivery delay it lands in the recipient's inbox (or failed/)."""
-        message = {"id": f"msg-{uuid.uuid4().hex[:12]}", "timestamp": _now_ms(), "from": run.agent_id,
-                   "to": recipient, "type": "request", "subject": text[:60], "content": text[:200],
-                   **self._trace_fields(run)}
-        folder = self.workspace.inboxes / recipient
-        if recipient not in KNOWN_AGENTS:
-            folder = folder / "failed"
-            message["error"] = f"no such agent: {recipient}"
-
-        def write() -> None:
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / f"{message['id']}.json", message)
-
-        async def deliver() -> None:
-            await self._sleep(self._rng.uniform(0.05, 0.8))
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(write)
-
-        self._spawn(deliver())
-
-    def _archive_read_messages(self, cutoff: float) -> None:
-        """The recipients read their messages: one delivered before `cutoff` moves to archive/ (in a thread)."""
-        for path in list(self.workspace.inboxes.glob("*/*.json"))[:200]:
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                if stat.S_ISREG(st.st_mode) and st.st_mtime <= cutoff:
-                    archive = path.parent / "archive"
-                    archive.mkdir(exist_ok=True)
-                    path.replace(archive / path.name)
-
-    async def _inbox_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5 * min(self.time_scale * 2, 1.0))
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._archive_read_messages, time.time() - 2.0 * self.time_scale)
-
-    def _expire_files(self, now: float) -> set[Path]:
-        """Bounded disk: answered spawn requests, archived messages and old heartbeats expire (in a thread).
-
-        Returns the heartbeat files it removed.
-        """
-        cutoff = now - self.retention_s
-        ws = self.workspace
-        for path in ws.spawn_responses.glob("*.json"):
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
-                    (ws.spawn_requests / path.name).unlink(missing_ok=True)
-                    path.unlink()
-        for pattern in ("*/archive/*.json", "*/failed/*.json"):
-            for path in ws.inboxes.glob(pattern):
-                with contextlib.suppress(OSError):
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
-        removed: set[Path] = set()
-        for path in ws.heartbeats.glob("*.json"):
-            with contextlib.suppress(OSError):
-                age = now - path.stat().st_mtime
-                record = read_json(path) if age > 30 else None
-                running = isinstance(record, dict) and record.get("status") == "running"
-                if age > self.retention_s or (age > 30 and not running):
-                    path.unlink()
-                    removed.add(path)
-        return removed
-
-    async def _cleanup_loop(self) -> None:
-        while True:
-            await asyncio.sleep(10)
-            try:
-                removed = await asyncio.to_thread(self._expire_files, time.time())
-            except OSError:
-                continue
-            self._stale_heartbeats -= removed
+    async def _run_subagent(self, run_id: str, session_key: str, agent_id: str, text: str,
+                            model: str | None) -> dict[str, Any]:
+        return await self._run_turn(self._new_run(run_id, session_key, agent_id), text, model)
 
     # --- cron, tick ------------------------------------------------------------------------------
     async def _cron_loop(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            now = _now_ms()
+            now = now_ms()
             for state in self._jobs.values():
                 if not state.running and now >= state.next_run_ms:
                     self._spawn(self._run_job(state, "schedule"))
@@ -836,7 +651,7 @@ class EmbeddedRuntime:
     async def _run_job(self, state: _JobState, trigger: str) -> None:
         job = state.job
         state.running = True
-        run_at = _now_ms()
+        run_at = now_ms()
         state.next_run_ms = run_at + int(job.every_s * 1000)
         self.broadcast("cron", {"jobId": job.id, "jobName": job.name, "action": "started", "runAtMs": run_at,
                                 "trigger": trigger, "ts": run_at})
@@ -846,7 +661,7 @@ class EmbeddedRuntime:
         state.runs += 1
         flaky = state.runs % 4 == 0
         result = await self._run_turn(run, job.message + (" fail the model" if flaky else ""), None)
-        ended = _now_ms()
+        ended = now_ms()
         status = "ok" if result.get("ok") else "error"
         state.running = False
         state.last_run_ms, state.last_status, state.last_duration_ms = run_at, status, ended - run_at
@@ -863,7 +678,7 @@ class EmbeddedRuntime:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval_s)
-            self.broadcast("tick", {"ts": _now_ms()})
+            self.broadcast("tick", {"ts": now_ms()})
             self.broadcast("health", self._health())
 
 
