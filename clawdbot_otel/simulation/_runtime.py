@@ -41,10 +41,11 @@ from clawdbot_otel.frames import (
     response,
 )
 
+from ._cron import DEFAULT_CRON_JOBS, CronJob, SimulatedCron
 from ._scheduler_files import MODELS, RunRef, SchedulerFolders, now_ms
 from ._workspace import Workspace
 
-__all__ = ["DEFAULT_CRON_JOBS", "CronJob", "EmbeddedRuntime", "Peer"]
+__all__ = ["EmbeddedRuntime", "Peer"]
 
 SERVER_VERSION = "clawdbot-otel-embedded"
 PROVIDER = "anthropic"
@@ -72,21 +73,6 @@ class Peer(Protocol):
     def close_later(self, code: int, reason: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class CronJob:
-    id: str
-    name: str
-    every_s: float
-    message: str
-
-
-DEFAULT_CRON_JOBS = (
-    CronJob("coordinator", "coordinator", 60.0, "coordinator sweep: check the task board and message builder"),
-    CronJob("inbox-sweep", "inbox-sweep", 45.0, "inbox sweep: use a tool to list the inboxes"),
-    CronJob("heartbeat-audit", "heartbeat-audit", 90.0, "heartbeat audit: use a tool to read heartbeats"),
-)
-
-
 @dataclass
 class _Session:
     key: str
@@ -106,17 +92,6 @@ class _Run:
     agent_id: str
     started_at: int
     done: asyncio.Future[dict[str, Any]]
-
-
-@dataclass
-class _JobState:
-    job: CronJob
-    next_run_ms: int
-    last_run_ms: int | None = None
-    last_status: str | None = None
-    last_duration_ms: int | None = None
-    running: bool = False
-    runs: int = 0
 
 
 class EmbeddedRuntime:
@@ -153,12 +128,13 @@ class EmbeddedRuntime:
         self._rng = random.Random(seed)
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._runs: OrderedDict[str, _Run] = OrderedDict()
-        self._jobs = {job.id: _JobState(job, self.started_ms + int(job.every_s * 1000)) for job in cron_jobs}
-        self._job_runs: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.cron = SimulatedCron(cron_jobs, started_ms=self.started_ms, broadcast=broadcast, spawn=self._spawn,
+                                  run_turn=self._run_agent_turn,
+                                  store_path=str(self.workspace.scheduler / "cron" / "jobs.json"))
         self.folders = SchedulerFolders(self.workspace, self._rng, time_scale=time_scale,
                                         heartbeat_interval_s=heartbeat_interval_s, retention_s=retention_s,
-                                        spawn=self._spawn, run_subagent=self._run_subagent,
+                                        spawn=self._spawn, run_subagent=self._run_agent_turn,
                                         trace_fields=self._trace_fields)
         self._loops: list[asyncio.Task[None]] = []
         self.active_runs = 0
@@ -167,7 +143,7 @@ class EmbeddedRuntime:
     async def start(self) -> None:
         self._loops = [
             asyncio.create_task(self._tick_loop()),
-            asyncio.create_task(self._cron_loop()),
+            asyncio.create_task(self.cron.loop()),
             asyncio.create_task(self.folders.spawn_queue_loop()),
             asyncio.create_task(self.folders.inbox_loop()),
             asyncio.create_task(self.folders.cleanup_loop()),
@@ -316,38 +292,22 @@ class EmbeddedRuntime:
         totals["totalCost"] = round(totals["totalCost"], 6)
         peer.send_frame(response(frame_id, {"updatedAt": now_ms(), "sessions": rows, "totals": totals}))
 
-    def _cron_job(self, state: _JobState) -> dict[str, Any]:
-        job = state.job
-        return {"id": job.id, "name": job.name, "enabled": True,
-                "schedule": {"kind": "every", "everyMs": int(job.every_s * 1000)},
-                "sessionTarget": "isolated", "payload": {"kind": "agentTurn", "message": job.message},
-                "state": {"nextRunAtMs": state.next_run_ms, "lastRunAtMs": state.last_run_ms,
-                          "lastStatus": state.last_status, "lastDurationMs": state.last_duration_ms,
-                          "running": state.running}}
-
     def _cron_list(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        peer.send_frame(response(frame_id, {"jobs": [self._cron_job(s) for s in self._jobs.values()]}))
+        peer.send_frame(response(frame_id, self.cron.job_list()))
 
     def _cron_status(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        next_wake = min((s.next_run_ms for s in self._jobs.values()), default=None)
-        peer.send_frame(response(frame_id, {"enabled": True, "jobs": len(self._jobs), "nextWakeAtMs": next_wake,
-                                            "storePath": str(self.workspace.scheduler / "cron" / "jobs.json")}))
+        peer.send_frame(response(frame_id, self.cron.status()))
 
     def _cron_run(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        job_id = params.get("id") or params.get("jobId")
-        state = self._jobs.get(str(job_id))
-        if state is None:
+        job_id = str(params.get("id") or params.get("jobId"))
+        if job_id not in self.cron.jobs:
             peer.send_frame(error_response(frame_id, ERROR_INVALID_REQUEST, f"unknown cron job: {job_id}"))
             return
-        ran = not state.running
-        if ran:
-            self._spawn(self._run_job(state, "manual"))
+        ran = self.cron.start_run(job_id, "manual")
         peer.send_frame(response(frame_id, {"ok": True, "ran": ran, **({} if ran else {"reason": "already-running"})}))
 
     def _cron_runs(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        job_id = params.get("id") or params.get("jobId")
-        entries = [e for e in self._job_runs if job_id is None or e["jobId"] == job_id][-50:]
-        peer.send_frame(response(frame_id, {"entries": entries}))
+        peer.send_frame(response(frame_id, self.cron.runs(params.get("id") or params.get("jobId"))))
 
     def _health_req(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
         peer.send_frame(response(frame_id, self._health()))
@@ -358,7 +318,7 @@ class EmbeddedRuntime:
             "server": {"version": SERVER_VERSION, "bootId": self.boot_id},
             "uptimeMs": now_ms() - self.started_ms, "activeRuns": self.active_runs,
             "sessions": {"count": len(self._sessions), "recent": recent},
-            "cron": {"jobs": len(self._jobs)}}))
+            "cron": {"jobs": len(self.cron.jobs)}}))
 
     _handlers: ClassVar[dict[str, Callable[[EmbeddedRuntime, Peer, str, dict[str, Any]], None]]] = {
         "agent": _agent, "agent.wait": _agent_wait, "sessions.list": _sessions_list,
@@ -629,52 +589,17 @@ class EmbeddedRuntime:
             out[-1]["reason"] = "reviewer_rejected"
         return out
 
-    # --- the scheduler folders' callbacks ----------------------------------------------------------
+    # --- callbacks of the scheduler folders and cron ----------------------------------------------------------
     def _trace_fields(self, run: RunRef) -> dict[str, str]:
         """The run's session as a `traceparent` field: the watchers parent their spans on it."""
         traceparent = self.trace_lookup(run.run_id) if self.trace_lookup is not None else None
         return {"traceparent": traceparent} if traceparent else {}
 
-    async def _run_subagent(self, run_id: str, session_key: str, agent_id: str, text: str,
+    async def _run_agent_turn(self, run_id: str, session_key: str, agent_id: str, text: str,
                             model: str | None) -> dict[str, Any]:
         return await self._run_turn(self._new_run(run_id, session_key, agent_id), text, model)
 
-    # --- cron, tick ------------------------------------------------------------------------------
-    async def _cron_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            now = now_ms()
-            for state in self._jobs.values():
-                if not state.running and now >= state.next_run_ms:
-                    self._spawn(self._run_job(state, "schedule"))
-
-    async def _run_job(self, state: _JobState, trigger: str) -> None:
-        job = state.job
-        state.running = True
-        run_at = now_ms()
-        state.next_run_ms = run_at + int(job.every_s * 1000)
-        self.broadcast("cron", {"jobId": job.id, "jobName": job.name, "action": "started", "runAtMs": run_at,
-                                "trigger": trigger, "ts": run_at})
-        run_id = str(uuid.uuid4())
-        run = self._new_run(run_id, f"cron:{job.id}", "main")
-        # A controlled share of failing runs: every fourth run of each job meets a failing model.
-        state.runs += 1
-        flaky = state.runs % 4 == 0
-        result = await self._run_turn(run, job.message + (" fail the model" if flaky else ""), None)
-        ended = now_ms()
-        status = "ok" if result.get("ok") else "error"
-        state.running = False
-        state.last_run_ms, state.last_status, state.last_duration_ms = run_at, status, ended - run_at
-        entry: dict[str, Any] = {"ts": ended, "jobId": job.id, "jobName": job.name, "action": "finished",
-                                 "status": status, "runAtMs": run_at, "durationMs": ended - run_at,
-                                 "nextRunAtMs": state.next_run_ms, "sessionKey": f"cron:{job.id}",
-                                 "trigger": trigger, "summary": "completed" if status == "ok" else "failed"}
-        if status == "error":
-            entry["error"] = str(result.get("error"))
-        self._job_runs.append(entry)
-        del self._job_runs[:-200]
-        self.broadcast("cron", entry)
-
+    # --- tick ------------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval_s)

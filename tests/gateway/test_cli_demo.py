@@ -37,7 +37,7 @@ async def test_demo_reaches_every_collection_point(tmp_path: Path) -> None:
         server = GatewayServer(cap.telemetry, port=0, workspace=tmp_path / "clawd", token="T", time_scale=0.02,
                                tick_interval_s=0.5, seed=5)
         async with server:
-            await server.runtime._run_job(next(iter(server.runtime._jobs.values())), "manual")  # type: ignore[union-attr]
+            await server.runtime.cron.run(next(iter(server.runtime.cron.jobs)))  # type: ignore[union-attr]
             out = io.StringIO()
             stats = await run_demo(server.url, token="T", duration_s=3.0, concurrency=3, seed=11, out=out)
             names = set(cap.collect_metrics())  # while the watchers and the sampler still report
