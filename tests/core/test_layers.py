@@ -1,4 +1,4 @@
-"""The package's layers hold: import-linter's contracts (pyproject.toml) pass, and no module imports a
+"""The package's layers hold: import-linter's contracts (pyproject.toml) pass, no import cycles, and no module imports a
 private module (`_name`) of another package; public names are what cross packages."""
 
 from __future__ import annotations
@@ -66,3 +66,17 @@ def test_import_linter_contracts_hold() -> None:
     done = subprocess.run([lint_imports, "--no-cache"], cwd=PACKAGE.parent, capture_output=True, text=True,
                           check=False, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_import_cycles() -> None:
+    """No module reaches itself through its imports (deferred imports inside functions included)."""
+    import grimp
+
+    graph = grimp.build_graph("clawdbot_otel", cache_dir=None)
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            chain = graph.find_shortest_chain(importer=imported, imported=module)
+            if chain is not None:
+                cycles.append(" -> ".join((module, *chain)))
+    assert cycles == []
