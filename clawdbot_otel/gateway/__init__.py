@@ -16,7 +16,8 @@ from ._cli import register
 from ._collectors import start_collectors
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
-from ._server import GatewayServer, inject_traceparent
+from ._relay import inject_traceparent
+from ._server import GatewayServer
 
 __all__ = [
     "FrameObserver",

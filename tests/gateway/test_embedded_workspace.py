@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from clawdbot_otel.gateway._server import GatewayServer
+from clawdbot_otel.gateway import GatewayServer
 from clawdbot_otel.simulation import (
     MAX_RECORD_BYTES,
     SIMULATION_MARKER,

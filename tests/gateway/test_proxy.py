@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from clawdbot_otel.frames import frame_from_dict
-from clawdbot_otel.gateway._server import GatewayServer, inject_traceparent
+from clawdbot_otel.gateway import GatewayServer, inject_traceparent
 from clawdbot_otel.testing import Capture, capture_telemetry
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clawdbot_otel import logfiles
-from clawdbot_otel.logfiles._cli import register
+from clawdbot_otel.logfiles import register
 
 
 def run(argv: list[str]) -> int:
