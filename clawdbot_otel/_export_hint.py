@@ -57,15 +57,12 @@ class ProtocolMismatchHint(logging.Handler):
         self._said = False
         self._said_lock = threading.Lock()  # exporter threads of several signals may match at once
 
-    @property
-    def said(self) -> bool:
-        return self._said
-
     def emit(self, record: logging.LogRecord) -> None:
         if self._said:
             return
         text = record.getMessage()
-        if any(s in text for s in _GRPC_ANSWERED_HTTP) or (any(s in text for s in _RESET) and self._probe()):
+        reset = ".http." in record.name and any(s in text for s in _RESET)  # the HTTP exporters' resets
+        if any(s in text for s in _GRPC_ANSWERED_HTTP) or (reset and self._probe()):
             line = self._explain(speaks="gRPC", sent="http/protobuf", port=4318)
         elif any(s in text for s in _HTTP_ANSWERED_GRPC):
             line = self._explain(speaks="OTLP/HTTP", sent="grpc", port=4317)
