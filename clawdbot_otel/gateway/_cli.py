@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["register"]
@@ -172,7 +173,7 @@ def _embedded_demo(args: argparse.Namespace) -> int:
     return int(stats.exit_status)
 
 
-def demo_summary(produced: str, exporters: dict[str, str], env: Any, log_dir: str) -> str:
+def demo_summary(produced: str, exporters: Mapping[str, str], env: Mapping[str, str], log_dir: str) -> str:
     """What the demo produced, where it went, and the one command to look at it."""
     files = sorted({choice[5:].rsplit("/", 1)[0] for choice in exporters.values() if choice.startswith("file:")})
     if files:

@@ -50,6 +50,8 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackI
         "exporters:\n  debug: {verbosity: detailed}\n"
         "service:\n  telemetry: {metrics: {level: none}}\n  pipelines:\n"
         "    traces: {receivers: [otlp], exporters: [debug]}\n"
+        "    metrics: {receivers: [otlp], exporters: [debug]}\n"
+        "    logs: {receivers: [otlp], exporters: [debug]}\n"
     )
     log = tmp / "collector.log"
     with log.open("wb") as out:
@@ -106,6 +108,25 @@ def test_the_printed_export_line_delivers_spans(collector: tuple[StackInfo, Path
     stderr = _run_app({**user_env, **_exported_variables(line)}, tmp_path)
     wait_for(lambda: log.read_text().count(SPAN) > before, 15, 0.2, f"span {SPAN} at the collector")
     assert GRPC_HINT not in stderr and HTTP_HINT not in stderr
+
+
+def test_the_demo_says_where_its_telemetry_went(collector: tuple[StackInfo, Path], tmp_path: Path) -> None:
+    """`demo --embedded` under the printed export line: a summary that names the endpoint, and the
+    collector has its spans."""
+    stack, log = collector
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAWDBOT_OTEL_"))}
+    env.update(_exported_variables(otlp_export_line(stack, {})), XDG_STATE_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "clawdbot_otel.cli", "demo", "--embedded", "--duration", "3",
+                           "--seed", "1"], check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.replace("\r", "\n").splitlines()
+    assert lines[-3:] == [
+        f"  sent over OTLP (http/protobuf) to {stack.otlp_http_endpoint}",
+        f"  log lines in {tmp_path / 'clawdbot-otel' / 'logs'} (--verbose shows them here)",
+        "look at them: clawdbot-otel stack status  (the Jaeger, Prometheus and log store URLs; service "
+        "clawdbot-gateway)",
+    ]
+    wait_for(lambda: "invoke_agent" in log.read_text(), 15, 0.2, "the demo's session spans at the collector")
 
 
 def test_http_protobuf_at_the_grpc_port_is_explained_once(collector: tuple[StackInfo, Path], tmp_path: Path) -> None:
