@@ -13,14 +13,13 @@ providers (see `clawdbot_otel.testing`).
 
 from __future__ import annotations
 
-from typing import Any
-
+from ._audit import audit
 from ._context import correlation, current_correlation_id
+from ._default import DEFAULT_TELEMETRY as _DEFAULT
 from ._facade import Telemetry, TelemetryError
 from ._logging import LogSink, StreamSink
 from ._redact import Redactor
-from ._setup import Settings, shutdown
-from ._setup import setup as _setup
+from ._setup import Settings, setup, shutdown
 from ._spans import SpanHandle, SpanScope, model_family, session_type
 
 __all__ = [
@@ -32,6 +31,7 @@ __all__ = [
     "StreamSink",
     "Telemetry",
     "TelemetryError",
+    "audit",
     "correlation",
     "current_correlation_id",
     "gauge",
@@ -57,17 +57,10 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-_DEFAULT = Telemetry()
-
 
 def get_telemetry() -> Telemetry:
     """The default instance behind the module-level functions."""
     return _DEFAULT
-
-
-def setup(**kwargs: Any) -> Settings:
-    """Configure the default instance from OTEL_* variables (see `clawdbot_otel._setup.setup`)."""
-    return _setup(_DEFAULT, **kwargs)
 
 
 increment = _DEFAULT.increment

@@ -26,7 +26,19 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
 from ._spans import SpanHandle, SpanScope, TracingMixin
-from .conventions import LOG_CATEGORIES, METRICS, OTHER, SELF_METRICS, Kind, MetricSpec, nearest
+from .conventions import (
+    LOG_CATEGORIES,
+    METRICS,
+    OTHER,
+    SELF_METRICS,
+    CounterName,
+    GaugeName,
+    HistogramName,
+    Kind,
+    MetricSpec,
+    SpanCategoryName,
+    nearest,
+)
 
 __all__ = ["Telemetry", "TelemetryError"]
 
@@ -317,7 +329,7 @@ class Telemetry(TracingMixin):
         self._reject("invalid_value", name, f"metric {name}: value {value!r} {why}")
 
     # --- metrics ----------------------------------------------------------------------------
-    def increment(self, name: str, labels: Labels | None = None, value: float = 1) -> None:
+    def increment(self, name: CounterName, labels: Labels | None = None, value: float = 1) -> None:
         """Add `value` to a counter (must be >= 0) or an up-down counter (any sign)."""
         try:
             metric = self._metrics.get(name)
@@ -334,7 +346,7 @@ class Telemetry(TracingMixin):
         except Exception:
             self._count("internal_error", name)
 
-    def histogram(self, name: str, value: float, labels: Labels | None = None) -> None:
+    def histogram(self, name: HistogramName, value: float, labels: Labels | None = None) -> None:
         """Record `value` (in the metric's unit, >= 0) in a histogram."""
         try:
             metric = self._metrics.get(name)
@@ -351,7 +363,7 @@ class Telemetry(TracingMixin):
         except Exception:
             self._count("internal_error", name)
 
-    def gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+    def gauge(self, name: GaugeName, value: float, labels: Labels | None = None) -> None:
         """Set a gauge's current value for these labels (reported at every export)."""
         try:
             metric = self._lookup(name, (Kind.GAUGE,))
@@ -366,13 +378,13 @@ class Telemetry(TracingMixin):
         except Exception:
             self._count("internal_error", name)
 
-    def observe(self, name: str, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
+    def observe(self, name: GaugeName, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
         """Register a callback read at each export; it yields `(value, labels)` pairs for a gauge."""
         metric = self._lookup(name, (Kind.GAUGE,))
         if metric is not None:
             metric.add_callback(callback)
 
-    def unobserve(self, name: str, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
+    def unobserve(self, name: GaugeName, callback: Callable[[], Iterable[tuple[float, Labels | None]]]) -> None:
         """Stop reading a callback registered with `observe` (unknown callbacks are ignored)."""
         metric = self._metrics.get(name)
         if metric is not None:
@@ -423,5 +435,5 @@ class Telemetry(TracingMixin):
         """The structlog logger behind `log()`, for `logger.info("...", component=...)` style."""
         return self._logger
 
-    def start_span(self, category: str, name: str | None = None, **kwargs: Any) -> SpanScope:
+    def start_span(self, category: SpanCategoryName, name: str | None = None, **kwargs: Any) -> SpanScope:
         return self._start_span(category, name, **kwargs)

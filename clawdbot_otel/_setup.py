@@ -20,7 +20,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricExportResult,
+    MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
@@ -42,12 +43,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from ._default import DEFAULT_TELEMETRY
+from ._export_hint import EXPORTER_LOGGER, ProtocolMismatchHint
 from ._facade import Telemetry
 from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter
 from ._log_queue import QueuedLogRecordProcessor
 from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
 from ._sdk_internals import exporter_preferences, fast_export_enabled, otlp_log_exporter, otlp_span_exporter
 from .conventions import METRICS, Kind
+from .logfiles import LevelFileSink
 from .paths import state_dir
 
 __all__ = ["Settings", "histogram_views", "setup", "shutdown"]
@@ -281,13 +285,13 @@ def _set_global(current: Any, provider: Any, setter: Any) -> None:
         setter(provider)
 
 
-def _meter_provider(settings: Settings, resource: Resource) -> MeterProvider:
+def _meter_provider(settings: Settings, resource: Resource, extra: Sequence[MetricReader] = ()) -> MeterProvider:
     metric_exporter = _metric_exporter(settings.exporters["metrics"])
-    readers = (
-        [PeriodicExportingMetricReader(_ProcessMetricExporter(metric_exporter), settings.metric_export_interval_ms)]
-        if metric_exporter is not None
-        else []
-    )
+    readers = [*extra]
+    if metric_exporter is not None:
+        readers.append(
+            PeriodicExportingMetricReader(_ProcessMetricExporter(metric_exporter), settings.metric_export_interval_ms)
+        )
     return MeterProvider(resource=resource, metric_readers=readers, views=histogram_views(), shutdown_on_exit=False)
 
 
@@ -315,20 +319,23 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def setup(
-    telemetry: Telemetry,
+    telemetry: Telemetry = DEFAULT_TELEMETRY,
     *,
     service_name: str = "clawdbot-gateway",
     log_sinks: Iterable[LogSink] | None = None,
     install_logging: bool = True,
     announce: TextIO | None = sys.stderr,
     instance_id: str | None = None,
+    metric_readers: Sequence[MetricReader] = (),
 ) -> Settings:
     """Build providers from the process's OTEL_* variables (the exporters read them too), install them
-    globally, and bind `telemetry` to them.
+    globally, and bind `telemetry` (the default instance behind the module-level functions) to them.
 
     `service.instance.id` is OTEL_RESOURCE_ATTRIBUTES', else `instance_id`, else the host name: stable
     across restarts (the SDK's default is a new UUID per process), so a restarted gateway continues its
     own Prometheus series instead of leaving a dead one behind for GatewayDown to report.
+
+    `metric_readers` are read besides the exporter's (e.g. an in-memory reader that counts series).
 
     Safe to call twice (the second call only rebinds). Under `opentelemetry-instrument` the
     providers it installed are reused, and its stdlib logging handler is removed so that no log
@@ -336,8 +343,6 @@ def setup(
     """
     settings = Settings.from_env(None, service_name)
     if log_sinks is None and settings.log_files:
-        from .logfiles import LevelFileSink
-
         log_sinks = [StreamSink(), LevelFileSink(fallback=None)]  # stderr has every line already
     with _Installed.lock:
         telemetry.strict = settings.strict
@@ -369,7 +374,7 @@ def setup(
             _set_global(current[0], tp, trace.set_tracer_provider)
             _Installed.tracer_provider = tp
         if mp is None:
-            mp = _meter_provider(settings, resource)
+            mp = _meter_provider(settings, resource, metric_readers)
             _set_global(current[1], mp, metrics.set_meter_provider)
             _Installed.meter_provider, _Installed.meter_resource = mp, resource
         if lp is None:
@@ -383,6 +388,7 @@ def setup(
         _Installed.telemetry = telemetry
         if install_logging:
             _install_stdlib_bridge(telemetry)
+        _install_protocol_hint(announce)
         _maybe_instrument_asyncio(tp, mp)
         _Installed.settings = settings
     atexit.register(shutdown)
@@ -401,6 +407,14 @@ def _install_stdlib_bridge(telemetry: Telemetry) -> None:
     if root.level > telemetry._log_level or root.level == logging.NOTSET:
         root.setLevel(max(telemetry._log_level, logging.DEBUG))
     _Installed.bridge = bridge
+
+
+def _install_protocol_hint(out: TextIO | None) -> None:
+    exporter_logger = logging.getLogger(EXPORTER_LOGGER)
+    for handler in list(exporter_logger.handlers):
+        if isinstance(handler, ProtocolMismatchHint):
+            exporter_logger.removeHandler(handler)
+    exporter_logger.addHandler(ProtocolMismatchHint(os.environ, out))
 
 
 def _maybe_instrument_asyncio(tp: TracerProvider, mp: MeterProvider) -> None:

@@ -11,7 +11,7 @@ import functools
 import inspect
 import string
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 from opentelemetry import context as otel_context
@@ -21,6 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ._context import CORRELATION_BAGGAGE_KEY
+from ._redact import Redactor
 from .conventions import (
     COMMON_ATTRIBUTES,
     CORRELATION_ATTRIBUTE,
@@ -30,12 +31,20 @@ from .conventions import (
     nearest,
 )
 
-if TYPE_CHECKING:
-    from ._facade import Telemetry
-
-__all__ = ["SpanHandle", "SpanScope", "TracingMixin", "model_family", "session_type"]
+__all__ = ["SpanHandle", "SpanOwner", "SpanScope", "TracingMixin", "model_family", "session_type"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SpanOwner(Protocol):
+    """What the span helpers need from the object they are mixed into (the `Telemetry` facade): its
+    tracer, the content settings, and where a rejected name or attribute is reported."""
+
+    tracer: trace.Tracer
+    capture_content: bool
+    redactor: Redactor
+
+    def _reject(self, reason: str, metric: str, message: str) -> None: ...
 
 _KINDS = {
     "server": SpanKind.SERVER,
@@ -104,7 +113,7 @@ class SpanHandle:
 
     __slots__ = ("_category", "_owner", "span")
 
-    def __init__(self, span: trace.Span, category: _Category, owner: Telemetry) -> None:
+    def __init__(self, span: trace.Span, category: _Category, owner: SpanOwner) -> None:
         self.span = span
         self._category = category
         self._owner = owner
@@ -189,7 +198,7 @@ class SpanScope:
 
     __slots__ = ("_args", "_handle", "_owner", "_token")
 
-    def __init__(self, owner: Telemetry, args: tuple[Any, ...]) -> None:
+    def __init__(self, owner: SpanOwner, args: tuple[Any, ...]) -> None:
         self._owner = owner
         self._args = args
         self._handle: SpanHandle | None = None
@@ -283,7 +292,7 @@ class TracingMixin:
         links: list[Link] | None = None,
         kind: SpanKind | None = None,
     ) -> SpanScope:
-        owner = cast("Telemetry", self)
+        owner = cast("SpanOwner", self)
         spec = _CATEGORIES.get(category)
         if spec is None:
             close = nearest(category, list(_CATEGORIES))
@@ -296,7 +305,7 @@ class TracingMixin:
         return SpanScope(owner, (spec, name, attributes, parent, start_time, links, kind))
 
     def _content(self, value: Any) -> str | None:
-        owner = cast("Telemetry", self)
+        owner = cast("SpanOwner", self)
         if not owner.capture_content or value is None:
             return None
         text = value if isinstance(value, str) else _json(owner.redactor.value(value))
@@ -308,7 +317,7 @@ class TracingMixin:
         headers: Mapping[str, str] | None = None, connection_id: str | None = None,
         client_id: str | None = None, parent: Any = None, start_time: int | None = None,
     ) -> SpanScope:
-        owner = cast("Telemetry", self)
+        owner = cast("SpanOwner", self)
         summary = self._content(body) if body is not None else None
         if summary is None and isinstance(body, Mapping):
             summary = "keys: " + ",".join(sorted(str(k) for k in body)[:20])
@@ -375,7 +384,7 @@ class TracingMixin:
             "gen_ai.request.model": model,
             "clawdbot.spawn.label": label,
             "clawdbot.spawn.model": model_family(model) if model else None,
-            "clawdbot.spawn.task_summary": cast("Telemetry", self).redactor.text(summary) if summary else None,
+            "clawdbot.spawn.task_summary": cast("SpanOwner", self).redactor.text(summary) if summary else None,
             "clawdbot.spawn.request_id": request_id,
             "clawdbot.spawn.requested_by": requested_by,
         }, parent=parent, start_time=start_time)

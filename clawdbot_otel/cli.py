@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import orjson
 
 from .gateway import register as register_gateway
-from .logfiles._cli import register as register_logs
+from .logfiles import register as register_logs
 from .presentation import catalogue_dict, catalogue_markdown, register_log_search
 from .stack import register as register_stack
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 

@@ -100,12 +100,16 @@ class Capture:
 @contextlib.contextmanager
 def capture_telemetry(
     *, strict: bool = True, resource: Resource | None = None, clock: Callable[[], int] | None = None,
-    **telemetry_kwargs: Any,
+    id_generator: IdGenerator | None = None, **telemetry_kwargs: Any,
 ) -> Iterator[Capture]:
-    """A `Telemetry` (strict by default) over in-memory exporters and readers, shut down on exit."""
+    """A `Telemetry` (strict by default) over in-memory exporters and readers, shut down on exit.
+
+    Span and trace ids count up from 1 (`IncrementalIdGenerator`) unless `id_generator` says otherwise
+    (two captures in one test whose ids must not coincide).
+    """
     resource = resource or Resource.create({"service.name": "clawdbot-otel-test"})
     spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider(resource=resource, id_generator=IncrementalIdGenerator(),
+    tracer_provider = TracerProvider(resource=resource, id_generator=id_generator or IncrementalIdGenerator(),
                                      shutdown_on_exit=False)
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()

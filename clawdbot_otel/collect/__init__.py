@@ -13,15 +13,16 @@ Watchers never raise into the host: bad files are counted in
 
 from __future__ import annotations
 
+from ._gauges import GaugeCallbacks
 from .heartbeats import TaskHeartbeatWatcher
 from .inbox import InboxWatcher
 from .resources import ResourceSampler
-from .scheduler import CronScheduler, JobRun, SchedulerInstrumentation
+from .scheduler import JobRun, SchedulerInstrumentation
 from .spawn_queue import SpawnQueueWatcher
 from .tasks import TaskInstrumentation
 
 __all__ = [
-    "CronScheduler",
+    "GaugeCallbacks",
     "InboxWatcher",
     "JobRun",
     "ResourceSampler",

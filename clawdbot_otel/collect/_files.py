@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 
 __all__ = [
     "MAX_FILE_BYTES",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
+from clawdbot_otel.conventions import GaugeName
 
 __all__ = ["GaugeCallbacks"]
 
@@ -17,9 +18,9 @@ class GaugeCallbacks:
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
-        self._registered: list[tuple[str, Callback]] = []
+        self._registered: list[tuple[GaugeName, Callback]] = []
 
-    def observe(self, name: str, callback: Callback) -> None:
+    def observe(self, name: GaugeName, callback: Callback) -> None:
         self._telemetry.observe(name, callback)
         self._registered.append((name, callback))
 

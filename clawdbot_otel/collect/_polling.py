@@ -13,7 +13,7 @@ import contextvars
 import threading
 from types import TracebackType
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 
 from ._files import SourceErrors
 from ._gauges import GaugeCallbacks

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 
 from ._files import MAX_FILE_BYTES, PARTIAL_GRACE_S, InvalidRecord, JsonFolder, optional_str, parse_timestamp
 from ._polling import PollingWatcher
@@ -66,7 +66,7 @@ def _optional_time(data: dict[str, Any], key: str) -> float | None:
     return value
 
 
-def parse_heartbeat(path: str, data: dict[str, Any], st: os.stat_result) -> TaskHeartbeat:
+def _parse_heartbeat(path: str, data: dict[str, Any], st: os.stat_result) -> TaskHeartbeat:
     task_id = optional_str(data, "taskId") or os.path.basename(path)[: -len(".json")]
     # No lastUpdate: the file's mtime is the last time the task wrote it, which is what it means.
     last_update = _optional_time(data, "lastUpdate")
@@ -107,7 +107,7 @@ class TaskHeartbeatWatcher(PollingWatcher):
         super().__init__(telemetry, interval_s=interval_s)
         self.root = os.path.expanduser(os.fspath(root if root is not None else DEFAULT_HEARTBEATS))
         self.stale_after_s = stale_after_s
-        self.folder = JsonFolder(self.root, self._errors, parse_heartbeat, max_bytes=max_file_bytes,
+        self.folder = JsonFolder(self.root, self._errors, _parse_heartbeat, max_bytes=max_file_bytes,
                                  partial_grace_s=partial_grace_s, now=now)
         self._now = now
         self._states: dict[str, _State] = {}

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 
 from ._files import MAX_FILE_BYTES, PARTIAL_GRACE_S, InvalidRecord, JsonFolder, optional_str, parse_timestamp
 from ._polling import PollingWatcher
@@ -57,7 +57,7 @@ class InboxMessage:
         self.traceparent = traceparent
 
 
-def parse_message(path: str, data: dict[str, Any], st: os.stat_result) -> InboxMessage:
+def _parse_message(path: str, data: dict[str, Any], st: os.stat_result) -> InboxMessage:
     message_id = data.get("id")
     if isinstance(message_id, int) and not isinstance(message_id, bool):
         message_id = str(message_id)
@@ -171,9 +171,9 @@ class InboxWatcher(PollingWatcher):
             base = os.path.join(self.root, agent)
             args = self._folder_args
             folders = self._agents[agent] = _AgentFolders(
-                JsonFolder(base, self._errors, parse_message, quiet_missing=True, **args),
-                JsonFolder(os.path.join(base, "archive"), self._errors, parse_message, quiet_missing=True, **args),
-                JsonFolder(os.path.join(base, "failed"), self._errors, parse_message, quiet_missing=True, **args),
+                JsonFolder(base, self._errors, _parse_message, quiet_missing=True, **args),
+                JsonFolder(os.path.join(base, "archive"), self._errors, _parse_message, quiet_missing=True, **args),
+                JsonFolder(os.path.join(base, "failed"), self._errors, _parse_message, quiet_missing=True, **args),
             )
         return folders
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import psutil
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 
 from ._files import SourceErrors
 from ._gauges import GaugeCallbacks

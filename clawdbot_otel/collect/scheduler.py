@@ -15,31 +15,29 @@ A run that raises `TimeoutError` (asyncio's too) has status `timeout`; any other
 shutdown) is neither: it ends its span with `error.type=cancelled` and counts nothing but the
 `scheduler_jobs_active` decrement, so every shutdown does not look like a failing job.
 
-`CronScheduler` is a small interval scheduler over this instrumentation, for the embedded gateway
-and the demo: it logs schedule modifications (job scheduled, modified, removed) as the design asks.
+The scheduler itself is the application's (OpenClaw's own cron, observed from its `cron` events by the
+gateway's frame observer, which also logs schedule changes): this module instruments runs, it does
+not schedule them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from clawdbot_otel._facade import Telemetry
-from clawdbot_otel._spans import SpanHandle, SpanScope
+from clawdbot_otel import SpanHandle, SpanScope, Telemetry
 
 from ._gauges import GaugeCallbacks
 
-__all__ = ["CronScheduler", "JobRun", "SchedulerInstrumentation"]
+__all__ = ["JobRun", "SchedulerInstrumentation"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _epoch(when: float | datetime) -> float:
@@ -123,7 +121,7 @@ class JobRun:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def __call__(self, fn: F) -> F:
+    def __call__(self, fn: _F) -> _F:
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -131,14 +129,14 @@ class JobRun:
                 async with self._fresh():
                     return await fn(*args, **kwargs)
 
-            return cast(F, async_wrapper)
+            return cast(_F, async_wrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self._fresh():
                 return fn(*args, **kwargs)
 
-        return cast(F, wrapper)
+        return cast(_F, wrapper)
 
 
 class SchedulerInstrumentation:
@@ -184,143 +182,3 @@ class SchedulerInstrumentation:
         for name, when in list(self._next_runs.items()):
             yield max(0.0, when - now), {"job_name": name}
 
-
-class _Job:
-    __slots__ = ("every_s", "fn", "name", "next_run", "running", "timeout_s")
-
-    def __init__(self, name: str, fn: Callable[[], Awaitable[object]], every_s: float, next_run: float,
-                 timeout_s: float | None) -> None:
-        self.name = name
-        self.fn = fn
-        self.every_s = every_s
-        self.next_run = next_run
-        self.timeout_s = timeout_s
-        self.running: asyncio.Task[None] | None = None
-
-
-def _check_interval(every_s: float) -> None:
-    if not every_s > 0:
-        raise ValueError(f"every_s must be > 0 seconds, not {every_s!r}")
-
-
-class CronScheduler:
-    """Runs registered async jobs every `every_s` seconds, each run instrumented.
-
-    A run still going when its next one is due is not doubled: that run is skipped (and logged).
-    Missed runs (the loop was busy or asleep) are not caught up: the next one is one interval on.
-    `run_due()` runs what is due now and waits for it (tests drive it with an injected `now`).
-    """
-
-    __slots__ = ("_jobs", "_loop_task", "_wake", "instrumentation", "max_sleep_s", "now")
-
-    def __init__(self, instrumentation: SchedulerInstrumentation, *, now: Callable[[], float] | None = None,
-                 max_sleep_s: float = 60.0) -> None:
-        self.instrumentation = instrumentation
-        self.now = now or instrumentation.now
-        self.max_sleep_s = max_sleep_s
-        self._jobs: dict[str, _Job] = {}
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
-
-    @property
-    def jobs(self) -> dict[str, float]:
-        """Job name -> interval in seconds."""
-        return {name: job.every_s for name, job in self._jobs.items()}
-
-    def next_run(self, name: str) -> float:
-        return self._jobs[name].next_run
-
-    def _log(self, message: str, **metadata: Any) -> None:
-        self.instrumentation.telemetry.log("INFO", "scheduler", message, metadata=metadata)
-
-    def add(self, name: str, fn: Callable[[], Awaitable[object]], every_s: float, *,
-            first_run_in_s: float | None = None, timeout_s: float | None = None) -> None:
-        """Schedule `fn` every `every_s` s; the first run after `first_run_in_s` (default: one interval)."""
-        _check_interval(every_s)
-        if name in self._jobs:
-            raise ValueError(f"job {name!r} is already scheduled; use reschedule() or remove() first")
-        first = self.now() + (every_s if first_run_in_s is None else first_run_in_s)
-        self._jobs[name] = _Job(name, fn, every_s, first, timeout_s)
-        self.instrumentation.set_next_run(name, first)
-        self._log("Job scheduled", job_name=name, every_s=every_s, timeout_s=timeout_s,
-                  next_run_in_s=first - self.now())
-        self._wake.set()
-
-    def reschedule(self, name: str, every_s: float) -> None:
-        """Change the interval; the next run is one new interval from now (or sooner, if it was)."""
-        _check_interval(every_s)
-        job = self._jobs[name]
-        old, job.every_s = job.every_s, every_s
-        job.next_run = min(job.next_run, self.now() + every_s)
-        self.instrumentation.set_next_run(name, job.next_run)
-        self._log("Job schedule modified", job_name=name, every_s=every_s, previous_every_s=old)
-        self._wake.set()
-
-    def remove(self, name: str) -> None:
-        """Unschedule (a run in progress finishes)."""
-        self._jobs.pop(name)
-        self.instrumentation.set_next_run(name, None)
-        self._log("Job removed", job_name=name)
-        self._wake.set()
-
-    async def trigger(self, name: str) -> None:
-        """Run a job now, outside its schedule (trigger=manual); waits for it."""
-        await self._run(self._jobs[name], "manual")
-
-    async def run_due(self) -> None:
-        """Start every job that is due and wait for those runs."""
-        tasks = self._launch_due()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _launch_due(self) -> list[asyncio.Task[None]]:
-        now = self.now()
-        started = []
-        for job in list(self._jobs.values()):
-            if job.next_run > now:
-                continue
-            if job.running is not None and not job.running.done():
-                self._log("Job run skipped: previous run still going", job_name=job.name)
-            else:
-                job.running = asyncio.get_running_loop().create_task(self._run(job, "schedule"))
-                started.append(job.running)
-            job.next_run += job.every_s
-            if job.next_run <= now:
-                job.next_run = now + job.every_s
-            self.instrumentation.set_next_run(job.name, job.next_run)
-        return started
-
-    async def _run(self, job: _Job, trigger: str) -> None:
-        with contextlib.suppress(Exception):  # counted and logged by the instrumentation
-            async with self.instrumentation.job(job.name, trigger=trigger):
-                if job.timeout_s is not None:
-                    await asyncio.wait_for(job.fn(), job.timeout_s)
-                else:
-                    await job.fn()
-
-    async def run(self) -> None:
-        """The scheduling loop: start what is due, sleep until the next due run or a modification."""
-        while True:
-            self._launch_due()
-            self._wake.clear()
-            upcoming = [job.next_run for job in self._jobs.values()]
-            delay = min(upcoming) - self.now() if upcoming else self.max_sleep_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, min(delay, self.max_sleep_s)))
-
-    def start(self) -> asyncio.Task[None]:
-        if self._loop_task is None or self._loop_task.done():
-            # A fresh context: scheduled runs are root spans, not children of whoever started us.
-            self._loop_task = asyncio.get_running_loop().create_task(
-                self.run(), name="clawdbot-otel CronScheduler", context=contextvars.Context())
-        return self._loop_task
-
-    async def stop(self) -> None:
-        """Stop the loop and cancel runs in progress (they count as cancelled, not failed)."""
-        tasks = [t for t in (self._loop_task, *(j.running for j in self._jobs.values())) if t is not None]
-        self._loop_task = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

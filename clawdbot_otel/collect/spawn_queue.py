@@ -26,8 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clawdbot_otel._facade import Telemetry
-from clawdbot_otel._spans import model_family
+from clawdbot_otel import Telemetry, model_family
 
 from ._files import MAX_FILE_BYTES, PARTIAL_GRACE_S, InvalidRecord, JsonFolder, optional_str, parse_timestamp
 from ._labels import OTHER
@@ -87,7 +86,7 @@ def _request_id(data: dict[str, Any]) -> str:
     return value
 
 
-def parse_request(_path: str, data: dict[str, Any], _st: os.stat_result) -> SpawnRequest:
+def _parse_request(_path: str, data: dict[str, Any], _st: os.stat_result) -> SpawnRequest:
     request_id = _request_id(data)
     requested_at = parse_timestamp(data.get("requestedAt"))
     if requested_at is None:
@@ -104,7 +103,7 @@ def parse_request(_path: str, data: dict[str, Any], _st: os.stat_result) -> Spaw
     )
 
 
-def parse_response(_path: str, data: dict[str, Any], st: os.stat_result) -> SpawnResponse:
+def _parse_response(_path: str, data: dict[str, Any], st: os.stat_result) -> SpawnResponse:
     request_id = _request_id(data)
     raw_processed = data.get("processedAt")
     # Missing processedAt: the file's mtime is when the spawner wrote it, which is the same moment.
@@ -179,8 +178,8 @@ class SpawnQueueWatcher(PollingWatcher):
         super().__init__(telemetry, interval_s=interval_s)
         self.root = os.path.expanduser(os.fspath(root if root is not None else DEFAULT_SPAWN_QUEUE))
         folder_args: dict[str, Any] = {"max_bytes": max_file_bytes, "partial_grace_s": partial_grace_s, "now": now}
-        self.requests = JsonFolder(os.path.join(self.root, "requests"), self._errors, parse_request, **folder_args)
-        self.responses = JsonFolder(os.path.join(self.root, "responses"), self._errors, parse_response,
+        self.requests = JsonFolder(os.path.join(self.root, "requests"), self._errors, _parse_request, **folder_args)
+        self.responses = JsonFolder(os.path.join(self.root, "responses"), self._errors, _parse_response,
                                     **folder_args)
         self._now = now
         self._count_existing = count_existing

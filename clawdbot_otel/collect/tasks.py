@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clawdbot_otel._facade import Telemetry
-from clawdbot_otel._spans import SpanHandle
+from clawdbot_otel import SpanHandle, Telemetry
 
 from ._gauges import GaugeCallbacks
 from ._labels import enum_value

@@ -21,6 +21,7 @@ from ._model import (
     SpanCategory,
     prometheus_name,
 )
+from ._names import CounterName, GaugeName, HistogramName, MetricName, SpanCategoryName
 from ._spans import COMMON_ATTRIBUTES, CORRELATION_ATTRIBUTE, SPAN_CATEGORIES, SPAN_CATEGORY_ATTRIBUTE
 
 __all__ = [
@@ -41,13 +42,18 @@ __all__ = [
     "SPAN_CATEGORIES_BY_NAME",
     "SPAN_CATEGORY_ATTRIBUTE",
     "AttributeSpec",
+    "CounterName",
+    "GaugeName",
+    "HistogramName",
     "Kind",
     "LabelSpec",
     "LogField",
     "LogLevel",
+    "MetricName",
     "MetricSpec",
     "RecordingRule",
     "SpanCategory",
+    "SpanCategoryName",
     "nearest",
     "prometheus_name",
 ]

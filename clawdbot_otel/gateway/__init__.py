@@ -13,9 +13,11 @@ gateway/session metrics.
 from __future__ import annotations
 
 from ._cli import register
+from ._collectors import start_collectors
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
-from ._server import GatewayServer, inject_traceparent, start_collectors
+from ._relay import inject_traceparent
+from ._server import GatewayServer
 
 __all__ = [
     "FrameObserver",

@@ -1,6 +1,6 @@
 """`clawdbot-otel gateway` and `clawdbot-otel demo` (thin: parse, call the library, print).
 
-The lead wires `register(subparsers)` into `clawdbot_otel.cli.build_parser()`.
+`register(subparsers)` is wired into `clawdbot_otel.cli.build_parser()`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["register"]
@@ -59,6 +60,8 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--token", default=os.environ.get("OPENCLAW_GATEWAY_TOKEN"), help="gateway token")
     demo.add_argument("--concurrency", type=int, default=4, help="parallel clients (default %(default)s)")
     demo.add_argument("--seed", type=int, default=None, help="seed for a repeatable mix")
+    demo.add_argument("--verbose", action="store_true",
+                      help="with --embedded: the gateway's own log lines on stderr too (always in the log files)")
     demo.set_defaults(func=_demo)
 
 
@@ -111,19 +114,49 @@ def _gateway(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from clawdbot_otel.simulation import run_demo
 
-    async def embedded() -> Any:
-        import tempfile
+    try:
+        if args.embedded:
+            return _embedded_demo(args)
+        stats = asyncio.run(run_demo(args.gateway, token=args.token, duration_s=args.duration,
+                                     concurrency=args.concurrency, seed=args.seed))
+    except ConnectionError as exc:
+        sys.stderr.write(f"clawdbot-otel demo: {exc}\n")
+        return 1
+    return int(stats.exit_status)
 
-        import clawdbot_otel
 
-        from ._server import GatewayServer
+def _embedded_demo(args: argparse.Namespace) -> int:
+    """The whole job in one process. The terminal gets the progress line and a summary of what was
+    produced; the gateway's own log lines go to the log files and OTLP (and stderr with --verbose)."""
+    import tempfile
 
-        clawdbot_otel.setup()
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import clawdbot_otel
+    from clawdbot_otel.logfiles import LevelFileSink, default_log_dir
+    from clawdbot_otel.simulation import DemoStats, run_demo
+
+    from ._server import GatewayServer
+    from ._tally import TelemetryTally
+
+    tally = TelemetryTally()
+    files = LevelFileSink(fallback=None)
+    sinks: list[clawdbot_otel.LogSink] = [files, tally]
+    if args.verbose:
+        sinks.append(clawdbot_otel.StreamSink())
+    settings = clawdbot_otel.setup(log_sinks=sinks, metric_readers=[tally.reader],
+                                   announce=sys.stderr if args.verbose else None)
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.add_span_processor(tally)
+
+    async def main() -> DemoStats:
         with tempfile.TemporaryDirectory(prefix="clawdbot-otel-demo-") as workspace:
             server = GatewayServer(clawdbot_otel.get_telemetry(), port=0, workspace=workspace, token=args.token,
                                    time_scale=0.2, heartbeat_stale_after_s=5.0)
             await server.start()
-            sys.stderr.write(f"clawdbot-otel demo: embedded gateway on {server.url}, workspace {workspace}\n")
+            sys.stderr.write(f"clawdbot-otel demo: embedded gateway on {server.url}\n")
             try:
                 return await run_demo(server.url, token=args.token, duration_s=args.duration,
                                       concurrency=args.concurrency, seed=args.seed)
@@ -131,17 +164,26 @@ def _demo(args: argparse.Namespace) -> int:
                 await server.stop()
 
     try:
-        if args.embedded:
-            import clawdbot_otel
-
-            try:
-                stats = asyncio.run(embedded())
-            finally:
-                clawdbot_otel.shutdown()
-        else:
-            stats = asyncio.run(run_demo(args.gateway, token=args.token, duration_s=args.duration,
-                                         concurrency=args.concurrency, seed=args.seed))
-    except ConnectionError as exc:
-        sys.stderr.write(f"clawdbot-otel demo: {exc}\n")
-        return 1
+        stats = asyncio.run(main())
+    finally:
+        produced = tally.produced()
+        clawdbot_otel.shutdown()
+        files.close()
+    sys.stderr.write(demo_summary(produced.line(), settings.exporters, os.environ, str(default_log_dir())))
     return int(stats.exit_status)
+
+
+def demo_summary(produced: str, exporters: Mapping[str, str], env: Mapping[str, str], log_dir: str) -> str:
+    """What the demo produced, where it went, and the one command to look at it."""
+    files = sorted({choice[5:].rsplit("/", 1)[0] for choice in exporters.values() if choice.startswith("file:")})
+    if files:
+        where = f"written as OTLP-JSON files to {', '.join(files)} (no OTEL_EXPORTER_OTLP_ENDPOINT set)"
+        look = "clawdbot-otel stack up  (then run the demo again with the export line it prints)"
+    else:
+        protocol = "grpc" if "otlp/grpc" in exporters.values() else "http/protobuf"
+        where = f"sent over OTLP ({protocol}) to {env.get('OTEL_EXPORTER_OTLP_ENDPOINT', 'the configured endpoint')}"
+        look = "clawdbot-otel stack status  (the Jaeger, Prometheus and log store URLs; service clawdbot-gateway)"
+    return (f"produced: {produced}\n"
+            f"  {where}\n"
+            f"  log lines in {log_dir} (--verbose shows them here)\n"
+            f"look at them: {look}\n")

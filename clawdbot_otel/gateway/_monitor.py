@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 from clawdbot_otel.frames import PROTOCOL_VERSION
 
 __all__ = ["UpstreamMonitor"]

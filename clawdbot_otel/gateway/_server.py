@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from clawdbot_otel._facade import Telemetry
+from clawdbot_otel import Telemetry
 from clawdbot_otel.frames import (
     ERROR_INVALID_REQUEST,
     EventFrame,
@@ -38,8 +37,10 @@ from clawdbot_otel.frames import (
 )
 from clawdbot_otel.simulation import DEFAULT_CRON_JOBS, CronJob, EmbeddedRuntime, Workspace
 
+from ._collectors import start_collectors
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
+from ._relay import close_args, inject_traceparent
 
 __all__ = ["GatewayServer", "inject_traceparent"]
 
@@ -47,46 +48,8 @@ _NS = 1_000_000_000
 #: Handshake headers worth recording on request spans (redacted) and passing upstream.
 _RECORDED_HEADERS = ("user-agent", "origin", "authorization", "x-forwarded-for")
 _FORWARDED_HEADERS = ("authorization", "cookie", "x-openclaw-token")
-#: Close codes a peer may send (RFC 6455 7.4): others (1005, 1006, 1015) are facts, not codes to send.
-_SENDABLE = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 #: What OpenClaw sends a connection without scopes (its probe client): everything else needs operator.read.
 _LIVENESS_EVENTS = frozenset({"tick", "health", "shutdown"})
-_TRACEPARENT_VALUE = re.compile(r"^[0-9A-Za-z-]{0,128}$")
-
-
-def inject_traceparent(message: str | bytes, frame: RequestFrame, traceparent: str) -> str | bytes:
-    """The same message with its top-level `traceparent` set; every other byte unchanged.
-
-    A new field is appended before the closing brace; an existing string value is replaced in place
-    when it occurs exactly once as a `"traceparent": "<value>"` pair. Anything else (an odd value, a
-    duplicate) falls back to re-encoding the frame, which keeps the JSON but not the formatting.
-    """
-    text = message.decode() if isinstance(message, bytes) else message
-    raw = frame.raw
-    if "traceparent" not in raw:
-        end = text.rstrip().rfind("}")
-        out = f'{text[:end]},"traceparent":"{traceparent}"{text[end:]}'
-    else:
-        old = raw["traceparent"]
-        out = ""
-        if isinstance(old, str) and _TRACEPARENT_VALUE.match(old):
-            pattern = re.compile(r'"traceparent"(\s*:\s*)"' + re.escape(old) + '"')
-            found = pattern.findall(text)
-            if len(found) == 1:
-                out = pattern.sub(lambda m: f'"traceparent"{m.group(1)}"{traceparent}"', text)
-        if not out:
-            out = orjson.dumps({**raw, "traceparent": traceparent}).decode()
-    return out.encode() if isinstance(message, bytes) else out
-
-
-def _close_args(conn: ServerConnection | ClientConnection) -> tuple[int, str]:
-    code = conn.close_code
-    reason = conn.close_reason or ""
-    if code is not None and (code in _SENDABLE or 3000 <= code <= 4999):
-        return code, reason
-    if code == 1005 or code is None:
-        return 1000, reason
-    return 1011, reason or "peer connection lost"
 
 
 class _Peer:
@@ -469,10 +432,10 @@ class GatewayServer:
                 s2c = asyncio.create_task(self._pump_s2c(conn_id, upstream, ws))
                 await asyncio.wait((c2s, s2c), return_when=asyncio.FIRST_COMPLETED)
                 if ws.close_code is not None or c2s.done():
-                    code, reason = _close_args(ws)
+                    code, reason = close_args(ws)
                     await upstream.close(code, reason)
                 else:
-                    code, reason = _close_args(upstream)
+                    code, reason = close_args(upstream)
                     await ws.close(code, reason)
                 for task in (c2s, s2c):
                     try:
@@ -526,38 +489,3 @@ class GatewayServer:
         except ConnectionClosed:
             pass
 
-
-def start_collectors(
-    telemetry: Telemetry, workspace: Workspace, *, started_at: float, create: bool,
-    heartbeat_stale_after_s: float = 300.0, uptime: Callable[[], float | None] | None = None,
-) -> list[Any]:
-    """The one integration point with `clawdbot_otel.collect`, run inside the gateway process.
-
-    The spawn-queue, inbox and heartbeat watchers over the workspace's scheduler folders and the
-    resource sampler (gateway uptime, memory, CPU; the workspace's disk). With `create` (embedded
-    mode, whose simulated runtime writes the files) the folders are created and scanned often (the
-    demo's files live for seconds); otherwise (proxy mode, the real scheduler's workspace) they are
-    only read, at the watchers' default intervals, and a folder that does not exist yet is waited for.
-    """
-    from clawdbot_otel.collect import InboxWatcher, ResourceSampler, SpawnQueueWatcher, TaskHeartbeatWatcher
-
-    if create:
-        workspace.create()
-        intervals: dict[str, Any] = {"spawn": {"interval_s": 0.5}, "inbox": {"interval_s": 0.5},
-                                     "heartbeat": {"interval_s": 2.0}}
-    else:
-        # The real queue's history is not recounted at a restart; sub-agents are the observer's to count.
-        intervals = {"spawn": {"count_existing": False, "count_subagents": False},
-                     "inbox": {"count_existing": False}, "heartbeat": {}}
-    started: list[Any] = [
-        SpawnQueueWatcher(telemetry, workspace.spawn_queue, **intervals["spawn"]),
-        InboxWatcher(telemetry, workspace.inboxes, **intervals["inbox"]),
-        TaskHeartbeatWatcher(telemetry, workspace.heartbeats, stale_after_s=heartbeat_stale_after_s,
-                             **intervals["heartbeat"]),
-    ]
-    for watcher in started:
-        watcher.start()
-    paths = [str(workspace.root)] if workspace.root.exists() else ["~"]
-    sampler = ResourceSampler(telemetry, paths=paths, process_name="gateway", gateway=True, started_at=started_at,
-                              uptime=uptime)
-    return [*started, sampler]

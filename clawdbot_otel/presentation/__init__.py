@@ -11,7 +11,7 @@ Markdown tables (CATALOGUE.md), and `logs search` over the log store. Everything
 from __future__ import annotations
 
 from ._alerts import AGGREGATION_RULES, ALERTS, KPI_RECORDING_RULES, LONG_TERM_SERIES, AlertRule
-from ._catalogue import catalogue_dict, catalogue_markdown
+from ._catalogue import catalogue_dict, catalogue_markdown, catalogue_names_module
 from ._dashboards import DASHBOARDS, Dashboard, Panel, dashboard_json
 from ._log_search import LogSearchError, LogsQuery, register_log_search, search_logs
 from ._rules_render import prometheus_rules_yaml
@@ -29,6 +29,7 @@ __all__ = [
     "Panel",
     "catalogue_dict",
     "catalogue_markdown",
+    "catalogue_names_module",
     "dashboard_json",
     "prometheus_rules_yaml",
     "register_log_search",

@@ -11,8 +11,9 @@ real OpenClaw gateway is.
 from __future__ import annotations
 
 from ._client import GatewayClient, GatewayError
+from ._cron import DEFAULT_CRON_JOBS, CronJob
 from ._demo import PROVOKED_FAILURES, SCENARIOS, DemoStats, run_demo
-from ._runtime import DEFAULT_CRON_JOBS, CronJob, EmbeddedRuntime, Peer
+from ._runtime import EmbeddedRuntime, Peer
 from ._workspace import MAX_RECORD_BYTES, SIMULATION_MARKER, ForeignWorkspaceError, Workspace, read_json, write_json
 
 __all__ = [

@@ -23,17 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
 import random
-import re
-import stat
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from clawdbot_otel.frames import (
@@ -45,23 +37,17 @@ from clawdbot_otel.frames import (
     response,
 )
 
-from ._workspace import Workspace, read_json, write_json
+from ._cron import DEFAULT_CRON_JOBS, CronJob, SimulatedCron
+from ._scheduler_files import RunRef, SchedulerFolders, now_ms
+from ._turns import PROVIDER, AgentTurns
+from ._workspace import Workspace
 
-__all__ = ["DEFAULT_CRON_JOBS", "CronJob", "EmbeddedRuntime", "Peer"]
+__all__ = ["EmbeddedRuntime", "Peer"]
 
 SERVER_VERSION = "clawdbot-otel-embedded"
-MODELS = {"opus": "claude-opus-4-5", "sonnet": "claude-sonnet-4-5", "haiku": "claude-haiku-4-5"}
-PROVIDER = "anthropic"
-#: USD per million tokens: input, output (cache reads 0.1x input, cache writes 1.25x input).
-PRICES = {"opus": (5.0, 25.0), "sonnet": (3.0, 15.0), "haiku": (1.0, 5.0)}
 METHODS = ("connect", "agent", "agent.wait", "sessions.list", "sessions.usage", "cron.list", "cron.status",
            "cron.run", "cron.runs", "health", "status")
 EVENTS = ("connect.challenge", "agent", "chat", "task", "cron", "health", "tick")
-KNOWN_AGENTS = ("main", "coordinator", "researcher", "builder", "reviewer")
-#: Tool -> the argument summary the real gateway shows as the item's `meta` (and in its title).
-TOOL_META = {"ls": ".", "read": "README.md", "exec": "make test", "web_search": "release notes", "write": "notes.md"}
-TOOLS = tuple(TOOL_META)
-_MESSAGE_TO = re.compile(r"message\s+([a-z][a-z0-9_-]{0,31})")
 
 
 class Peer(Protocol):
@@ -75,57 +61,6 @@ class Peer(Protocol):
     def send_frame(self, frame: dict[str, Any]) -> None: ...
 
     def close_later(self, code: int, reason: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class CronJob:
-    id: str
-    name: str
-    every_s: float
-    message: str
-
-
-DEFAULT_CRON_JOBS = (
-    CronJob("coordinator", "coordinator", 60.0, "coordinator sweep: check the task board and message builder"),
-    CronJob("inbox-sweep", "inbox-sweep", 45.0, "inbox sweep: use a tool to list the inboxes"),
-    CronJob("heartbeat-audit", "heartbeat-audit", 90.0, "heartbeat audit: use a tool to read heartbeats"),
-)
-
-
-@dataclass
-class _Session:
-    key: str
-    session_id: str
-    agent_id: str
-    model: str
-    updated_at: int = 0
-    turns: int = 0
-    usage: dict[str, float] = field(default_factory=lambda: {"input": 0, "output": 0, "cacheRead": 0,
-                                                             "cacheWrite": 0, "cost": 0.0})
-
-
-@dataclass
-class _Run:
-    run_id: str
-    session_key: str
-    agent_id: str
-    started_at: int
-    done: asyncio.Future[dict[str, Any]]
-
-
-@dataclass
-class _JobState:
-    job: CronJob
-    next_run_ms: int
-    last_run_ms: int | None = None
-    last_status: str | None = None
-    last_duration_ms: int | None = None
-    running: bool = False
-    runs: int = 0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class EmbeddedRuntime:
@@ -158,27 +93,27 @@ class EmbeddedRuntime:
         self.retention_s = retention_s
         self.trace_lookup = trace_lookup
         self.boot_id = str(uuid.uuid4())
-        self.started_ms = _now_ms()
+        self.started_ms = now_ms()
         self._rng = random.Random(seed)
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._runs: OrderedDict[str, _Run] = OrderedDict()
-        self._jobs = {job.id: _JobState(job, self.started_ms + int(job.every_s * 1000)) for job in cron_jobs}
-        self._job_runs: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._spawned: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._picked_up: set[str] = set()
-        self._stale_heartbeats: set[Path] = set()
+        self.cron = SimulatedCron(cron_jobs, started_ms=self.started_ms, broadcast=broadcast, spawn=self._spawn,
+                                  run_turn=self._run_agent_turn,
+                                  store_path=str(self.workspace.scheduler / "cron" / "jobs.json"))
+        self.folders = SchedulerFolders(self.workspace, self._rng, time_scale=time_scale,
+                                        heartbeat_interval_s=heartbeat_interval_s, retention_s=retention_s,
+                                        spawn=self._spawn, run_subagent=self._run_agent_turn,
+                                        trace_fields=self._trace_fields)
+        self.turns = AgentTurns(self._rng, self.folders, broadcast=broadcast, spawn=self._spawn, time_scale=time_scale)
         self._loops: list[asyncio.Task[None]] = []
-        self.active_runs = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loops = [
             asyncio.create_task(self._tick_loop()),
-            asyncio.create_task(self._cron_loop()),
-            asyncio.create_task(self._spawn_queue_loop()),
-            asyncio.create_task(self._inbox_loop()),
-            asyncio.create_task(self._cleanup_loop()),
+            asyncio.create_task(self.cron.loop()),
+            asyncio.create_task(self.folders.spawn_queue_loop()),
+            asyncio.create_task(self.folders.inbox_loop()),
+            asyncio.create_task(self.folders.cleanup_loop()),
         ]
 
     async def stop(self) -> None:
@@ -200,7 +135,7 @@ class EmbeddedRuntime:
         await asyncio.sleep(seconds * self.time_scale)
 
     def challenge(self) -> dict[str, Any]:
-        return {"nonce": str(uuid.uuid4()), "ts": _now_ms(), "capabilities": ["model-catalog-snapshot"]}
+        return {"nonce": str(uuid.uuid4()), "ts": now_ms(), "capabilities": ["model-catalog-snapshot"]}
 
     # --- requests --------------------------------------------------------------------------------
     def handle(self, peer: Peer, frame: RequestFrame) -> None:
@@ -244,7 +179,7 @@ class EmbeddedRuntime:
             "type": "hello-ok", "protocol": PROTOCOL_VERSION,
             "server": {"version": SERVER_VERSION, "bootId": self.boot_id, "connId": peer.id},
             "features": {"methods": list(METHODS), "events": list(EVENTS)},
-            "snapshot": {"health": self._health(), "uptimeMs": _now_ms() - self.started_ms},
+            "snapshot": {"health": self._health(), "uptimeMs": now_ms() - self.started_ms},
             "auth": {"method": "token" if self.token is not None else "none",
                      "role": params.get("role") or "operator", "scopes": scopes},
             "policy": {"maxPayload": 26214400, "maxBufferedBytes": 52428800,
@@ -259,16 +194,16 @@ class EmbeddedRuntime:
         agent_id = str(params.get("agentId") or "main")
         session_key = str(params.get("sessionKey") or f"agent:{agent_id}:main")
         run_id = str(params.get("idempotencyKey") or uuid.uuid4())
-        if run_id in self._runs:
+        if run_id in self.turns.runs:
             peer.send_frame(error_response(frame_id, ERROR_INVALID_REQUEST, "duplicate idempotencyKey"))
             return
         model = params.get("model") if isinstance(params.get("model"), str) else None
-        run = self._new_run(run_id, session_key, agent_id)
+        run = self.turns.new_run(run_id, session_key, agent_id)
         peer.send_frame(response(frame_id, {"runId": run_id, "sessionKey": session_key, "agentId": agent_id,
-                                            "status": "accepted", "acceptedAt": _now_ms()}))
+                                            "status": "accepted", "acceptedAt": now_ms()}))
 
         async def go() -> None:
-            final = await self._run_turn(run, message, model)
+            final = await self.turns.run_turn(run, message, model)
             if final.get("ok"):
                 peer.send_frame(response(frame_id, final["payload"]))
             else:
@@ -277,7 +212,7 @@ class EmbeddedRuntime:
         self._spawn(go())
 
     def _agent_wait(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        run = self._runs.get(str(params.get("runId")))
+        run = self.turns.runs.get(str(params.get("runId")))
         if run is None:
             peer.send_frame(error_response(frame_id, ERROR_INVALID_REQUEST, "unknown runId"))
             return
@@ -299,8 +234,8 @@ class EmbeddedRuntime:
 
     def _sessions_list(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
         limit = params.get("limit") if isinstance(params.get("limit"), int) else 50
-        sessions = list(reversed(self._sessions.values()))[:limit]
-        peer.send_frame(response(frame_id, {"ts": _now_ms(), "count": len(self._sessions), "sessions": [
+        sessions = list(reversed(self.turns.sessions.values()))[:limit]
+        peer.send_frame(response(frame_id, {"ts": now_ms(), "count": len(self.turns.sessions), "sessions": [
             {"key": s.key, "kind": "direct", "sessionId": s.session_id, "agentId": s.agent_id,
              "updatedAt": s.updated_at, "model": s.model, "modelProvider": PROVIDER,
              "inputTokens": s.usage["input"], "outputTokens": s.usage["output"],
@@ -311,7 +246,7 @@ class EmbeddedRuntime:
         rows = []
         totals = {"input": 0.0, "output": 0.0, "cacheRead": 0.0, "cacheWrite": 0.0, "totalTokens": 0.0,
                   "totalCost": 0.0}
-        for s in self._sessions.values():
+        for s in self.turns.sessions.values():
             u = s.usage
             total = u["input"] + u["output"] + u["cacheRead"] + u["cacheWrite"]
             rows.append({"key": s.key, "model": s.model, "usage": {
@@ -322,51 +257,35 @@ class EmbeddedRuntime:
             totals["totalTokens"] += total
             totals["totalCost"] += u["cost"]
         totals["totalCost"] = round(totals["totalCost"], 6)
-        peer.send_frame(response(frame_id, {"updatedAt": _now_ms(), "sessions": rows, "totals": totals}))
-
-    def _cron_job(self, state: _JobState) -> dict[str, Any]:
-        job = state.job
-        return {"id": job.id, "name": job.name, "enabled": True,
-                "schedule": {"kind": "every", "everyMs": int(job.every_s * 1000)},
-                "sessionTarget": "isolated", "payload": {"kind": "agentTurn", "message": job.message},
-                "state": {"nextRunAtMs": state.next_run_ms, "lastRunAtMs": state.last_run_ms,
-                          "lastStatus": state.last_status, "lastDurationMs": state.last_duration_ms,
-                          "running": state.running}}
+        peer.send_frame(response(frame_id, {"updatedAt": now_ms(), "sessions": rows, "totals": totals}))
 
     def _cron_list(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        peer.send_frame(response(frame_id, {"jobs": [self._cron_job(s) for s in self._jobs.values()]}))
+        peer.send_frame(response(frame_id, self.cron.job_list()))
 
     def _cron_status(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        next_wake = min((s.next_run_ms for s in self._jobs.values()), default=None)
-        peer.send_frame(response(frame_id, {"enabled": True, "jobs": len(self._jobs), "nextWakeAtMs": next_wake,
-                                            "storePath": str(self.workspace.scheduler / "cron" / "jobs.json")}))
+        peer.send_frame(response(frame_id, self.cron.status()))
 
     def _cron_run(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        job_id = params.get("id") or params.get("jobId")
-        state = self._jobs.get(str(job_id))
-        if state is None:
+        job_id = str(params.get("id") or params.get("jobId"))
+        if job_id not in self.cron.jobs:
             peer.send_frame(error_response(frame_id, ERROR_INVALID_REQUEST, f"unknown cron job: {job_id}"))
             return
-        ran = not state.running
-        if ran:
-            self._spawn(self._run_job(state, "manual"))
+        ran = self.cron.start_run(job_id, "manual")
         peer.send_frame(response(frame_id, {"ok": True, "ran": ran, **({} if ran else {"reason": "already-running"})}))
 
     def _cron_runs(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        job_id = params.get("id") or params.get("jobId")
-        entries = [e for e in self._job_runs if job_id is None or e["jobId"] == job_id][-50:]
-        peer.send_frame(response(frame_id, {"entries": entries}))
+        peer.send_frame(response(frame_id, self.cron.runs(params.get("id") or params.get("jobId"))))
 
     def _health_req(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
         peer.send_frame(response(frame_id, self._health()))
 
     def _status(self, peer: Peer, frame_id: str, params: dict[str, Any]) -> None:
-        recent = [{"key": s.key, "updatedAt": s.updated_at} for s in list(reversed(self._sessions.values()))[:10]]
+        recent = [{"key": s.key, "updatedAt": s.updated_at} for s in list(reversed(self.turns.sessions.values()))[:10]]
         peer.send_frame(response(frame_id, {
             "server": {"version": SERVER_VERSION, "bootId": self.boot_id},
-            "uptimeMs": _now_ms() - self.started_ms, "activeRuns": self.active_runs,
-            "sessions": {"count": len(self._sessions), "recent": recent},
-            "cron": {"jobs": len(self._jobs)}}))
+            "uptimeMs": now_ms() - self.started_ms, "activeRuns": self.turns.active_runs,
+            "sessions": {"count": len(self.turns.sessions), "recent": recent},
+            "cron": {"jobs": len(self.cron.jobs)}}))
 
     _handlers: ClassVar[dict[str, Callable[[EmbeddedRuntime, Peer, str, dict[str, Any]], None]]] = {
         "agent": _agent, "agent.wait": _agent_wait, "sessions.list": _sessions_list,
@@ -375,500 +294,24 @@ class EmbeddedRuntime:
     }
 
     def _health(self) -> dict[str, Any]:
-        return {"ok": True, "ts": _now_ms(), "durationMs": 1, "defaultAgentId": "main",
+        return {"ok": True, "ts": now_ms(), "durationMs": 1, "defaultAgentId": "main",
                 "heartbeatSeconds": int(self.tick_interval_s),
-                "sessions": {"count": len(self._sessions),
+                "sessions": {"count": len(self.turns.sessions),
                              "recent": [{"key": s.key, "updatedAt": s.updated_at}
-                                        for s in list(reversed(self._sessions.values()))[:5]]}}
+                                        for s in list(reversed(self.turns.sessions.values()))[:5]]}}
 
-    # --- agent turns -----------------------------------------------------------------------------
-    def _new_run(self, run_id: str, session_key: str, agent_id: str) -> _Run:
-        run = _Run(run_id, session_key, agent_id, _now_ms(), asyncio.get_running_loop().create_future())
-        self._runs[run_id] = run
-        while len(self._runs) > 2000:
-            _, old = self._runs.popitem(last=False)
-            if not old.done.done():
-                old.done.cancel()
-        return run
-
-    def _session(self, key: str, agent_id: str, model: str) -> _Session:
-        session = self._sessions.get(key)
-        if session is None:
-            session = self._sessions[key] = _Session(key, str(uuid.uuid4()), agent_id, model)
-            while len(self._sessions) > 500:
-                self._sessions.popitem(last=False)
-        else:
-            self._sessions.move_to_end(key)
-        return session
-
-    def _pick_model(self, session_key: str, text: str, model: str | None) -> str:
-        if model:
-            return MODELS.get(model, model)
-        for family in ("opus", "haiku", "sonnet"):
-            if family in text:
-                return MODELS[family]
-        kind = session_key.split(":")
-        if kind[0] == "cron":
-            return MODELS["haiku"]
-        return MODELS["sonnet"]
-
-    async def _run_turn(self, run: _Run, message: str, model_override: str | None) -> dict[str, Any]:
-        """One run: the frames of the captures, in their order. Returns {ok, payload|error, endedAt}."""
-        self.active_runs += 1
-        try:
-            result = await self._turn(run, message, model_override)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            result = {"ok": False, "error": f"internal error: {type(exc).__name__}", "endedAt": _now_ms()}
-        finally:
-            self.active_runs -= 1
-        if not run.done.done():
-            run.done.set_result(result)
-        return result
-
-    async def _turn(self, run: _Run, message: str, model_override: str | None) -> dict[str, Any]:
-        text = message.lower()
-        model = self._pick_model(run.session_key, text, model_override)
-        family = next((f for f, m in MODELS.items() if m == model), "sonnet")
-        session = self._session(run.session_key, run.agent_id, model)
-        seq = 0
-        base = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": run.agent_id}
-
-        def agent_event(stream: str, data: dict[str, Any], with_session: bool = True) -> None:
-            nonlocal seq
-            seq += 1
-            payload = {**base, "stream": stream, "data": data, "seq": seq, "ts": _now_ms()}
-            if with_session:
-                payload["sessionId"] = session.session_id
-            self.broadcast("agent", payload)
-
-        task_id = str(uuid.uuid4())
-        task = {"id": task_id, "taskId": task_id, "kind": _session_kind(run.session_key), "runtime": "cli",
-                "status": "running", "title": message[:80], "agentId": run.agent_id, "sessionKey": run.session_key,
-                "runId": run.run_id, "createdAt": run.started_at, "updatedAt": run.started_at,
-                "startedAt": run.started_at}
-
-        def task_event(**changes: Any) -> None:
-            task.update(changes, updatedAt=_now_ms())
-            self.broadcast("task", {"action": "upserted", "task": dict(task)})
-
-        task_event(execution={"state": "running"})
-        stop_heartbeat = asyncio.Event()
-        heartbeat = self._spawn(self._heartbeat(task, model, stop_heartbeat, stale="stale" in text))
-        started_at = _now_ms()
-        agent_event("lifecycle", {"phase": "start", "startedAt": started_at})
-        usage = {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}
-        calls = 0
-        output_total = 0
-        tools_planned = self._plan_tools(text)
-        tools_completed: list[str] = []
-        fail_model = "fail the model" in text or "model error" in text
-        flaky = "flaky" in text
-        error: str | None = None
-        attempts = 0
-        reply = ""
-        try:
-            while True:
-                agent_event("lifecycle", {"phase": "model", "provider": PROVIDER, "model": model})
-                await self._sleep(self._rng.uniform(0.05, 0.3))
-                attempts += 1
-                if fail_model or (flaky and attempts == 1):
-                    agent_event("lifecycle", {
-                        "phase": "finishing", "error": "The AI service is temporarily overloaded. Please try again.",
-                        "errorObservation": {"provider": PROVIDER, "model": model, "failoverReason": "overloaded",
-                                             "providerRuntimeFailureKind": "http_529"},
-                        "aborted": False, "livenessState": "blocked", "endedAt": _now_ms()})
-                    if attempts >= 3:
-                        error = "The AI service is temporarily overloaded. Please try again in a moment."
-                        break
-                    delay_ms = 200
-                    agent_event("run_status", {
-                        "phase": "retrying", "retryAttempt": attempts, "maxRetries": 2, "delayMs": delay_ms,
-                        "attempt": attempts + 1, "maxAttempts": 3, "reason": "overloaded",
-                        "message": f"Provider temporarily unavailable. Retrying in {math.ceil(delay_ms / 1000)}s "
-                                   f"({attempts}/2)."}, with_session=False)
-                    # The real gateway clears the failed attempt's (empty) reply before it retries.
-                    agent_event("assistant", {"itemId": f"{uuid.uuid4()}:1", "text": "", "delta": "", "replace": True},
-                                with_session=False)
-                    await self._sleep(delay_ms / 1000)
-                    agent_event("lifecycle", {"phase": "start", "startedAt": _now_ms()})
-                    continue
-                calls += 1
-                prompt = 900 + 3 * len(message) + 150 * calls + self._rng.randint(0, 400)
-                cached = int(prompt * 0.6) if session.turns > 0 else 0
-                usage["input"] += prompt - cached
-                usage["cacheRead"] += cached
-                usage["cacheWrite"] += 0 if session.turns > 0 or calls > 1 else int(prompt * 0.5)
-                if tools_planned:
-                    tool = tools_planned.pop(0)
-                    produced = self._rng.randint(8, 40)
-                    output_total += produced
-                    agent_event("usage", {"outputTokens": output_total}, with_session=False)
-                    if await self._tool_call(run, tool, text, agent_event):
-                        tools_completed.append(tool.partition("!")[0])
-                    continue
-                produced = self._rng.randint(12, 180)
-                output_total += produced
-                reply = f"Done: {message[:60]}"
-                agent_event("assistant", {"text": reply[:5], "delta": reply[:5], "itemId": f"{run.run_id}:1"},
-                            with_session=False)
-                delta = {"role": "assistant", "content": [{"type": "text", "text": reply[:5]}], "timestamp": _now_ms()}
-                self.broadcast("chat", {**base, "seq": seq, "state": "delta", "deltaText": reply[:5], "message": delta})
-                agent_event("assistant", {"text": reply, "delta": reply[5:], "itemId": f"{run.run_id}:1"},
-                            with_session=False)
-                agent_event("usage", {"outputTokens": output_total}, with_session=False)
-                agent_event("lifecycle", {"phase": "finishing", "stopReason": "stop", "aborted": False,
-                                          "livenessState": "working", "endedAt": _now_ms()})
-                break
-        finally:
-            stop_heartbeat.set()
-        usage["output"] = output_total
-        agent_event("lifecycle", {"phase": "model", "provider": None, "model": None})
-        ended_at = _now_ms()
-        # Validation goes out while the run is open (as the real gateway's "execution finished" task
-        # event does): the observer parents it on the session span, and a run without a request (cron,
-        # sub-agent) is closed by its lifecycle end.
-        task_event(execution={"state": "finished"},
-                   validation=self._validations(text, ended_at) if error is None else [])
-        end: dict[str, Any] = {"phase": "end", "startedAt": started_at, "endedAt": ended_at, "aborted": False,
-                               "stopReason": "error" if error else "stop", "livenessState": "working",
-                               "executionSettled": True}
-        if error:
-            end["error"] = error
-        else:
-            end["terminalReceipt"] = {
-                "runId": run.run_id, "sessionId": session.session_id, "turnId": run.run_id,
-                "requested": {"provider": PROVIDER, "model": model},
-                "effective": {"provider": PROVIDER, "model": model, "responseModel": model},
-                "successfulToolNames": tools_completed, "rerouted": False, "terminalDisposition": "visible"}
-            end["terminalReply"] = {"disposition": "visible", "text": reply}
-        agent_event("lifecycle", end)
-        price_in, price_out = PRICES[family]
-        cost = (usage["input"] * price_in + usage["output"] * price_out + usage["cacheRead"] * price_in * 0.1
-                + usage["cacheWrite"] * price_in * 1.25) / 1_000_000
-        cost = round(cost, 6) if not error else 0.0
-        total = sum(usage.values())
-        session.turns += 1
-        session.updated_at = ended_at
-        for key in ("input", "output", "cacheRead", "cacheWrite"):
-            session.usage[key] += usage[key]
-        session.usage["cost"] += cost
-        if error is None:
-            self.broadcast("chat", {**base, "seq": seq, "state": "final", "stopReason": "stop",
-                                    "message": {"role": "assistant", "content": [{"type": "text", "text": reply}],
-                                                "timestamp": ended_at}})
-        with contextlib.suppress(Exception):
-            await heartbeat  # its last write must land before the final one
-        await self._finish_heartbeat(task, model, "failed" if error else "completed")
-        del task["validation"]  # reported once, above
-        task_event(status="failed" if error else "completed", endedAt=ended_at,
-                   terminalSummary="failed" if error else "completed")
-        if error is not None:
-            return {"ok": False, "error": error, "endedAt": ended_at}
-        usage_out = {**usage, "total": total, "cost": {"total": cost}}
-        return {"ok": True, "endedAt": ended_at, "payload": {
-            "runId": run.run_id, "status": "ok", "summary": "completed",
-            "result": {"payloads": [{"text": reply, "mediaUrl": None}], "meta": {
-                "durationMs": ended_at - started_at, "aborted": False,
-                "agentMeta": {"sessionId": session.session_id, "sessionFile": run.session_key, "provider": PROVIDER,
-                              "model": model, "usage": usage_out, "assistantTurns": calls, "costUsd": cost}}}}}
-
-    def _plan_tools(self, text: str) -> list[str]:
-        plan: list[str] = []
-        if "spawn" in text:
-            plan.append("sessions_spawn")
-        if _MESSAGE_TO.search(text) or "inbox" in text:
-            plan.append("sessions_send")
-        if "failing tool" in text:
-            plan.append("exec!fail")
-        elif "slow" in text:
-            plan.append("web_search!slow")
-        elif "tool" in text:
-            plan.append(self._rng.choice(TOOLS))
-        return plan
-
-    async def _tool_call(self, run: _Run, tool: str, text: str, agent_event: Callable[..., None]) -> bool:
-        """One tool call as `item` events; True when it completed."""
-        name, _, mode = tool.partition("!")
-        call_id = f"toolu_{uuid.uuid4().hex[:20]}"
-        started = _now_ms()
-        match = _MESSAGE_TO.search(text)
-        recipient = match.group(1) if match else "coordinator"
-        meta = recipient if name == "sessions_send" else TOOL_META.get(name, "")
-        item = {"itemId": f"tool:{call_id}", "toolCallId": call_id, "name": name, "kind": "tool",
-                "title": f"{name.capitalize()} {meta}".rstrip(), "meta": meta, "commandBearing": name == "exec"}
-        agent_event("item", {**item, "phase": "start", "status": "running", "startedAt": started},
-                    with_session=False)
-        status, error = "completed", None
-        try:
-            if name == "sessions_spawn":
-                result = await self._request_spawn(run, text)
-                if result.get("status") != "spawned":
-                    status, error = "error", str(result.get("error") or "spawn failed")
-            elif name == "sessions_send":
-                self._send_inbox(run, recipient, text)
-                await self._sleep(0.02)
-            elif mode == "fail":
-                await self._sleep(self._rng.uniform(0.02, 0.1))
-                status, error = "error", "Command exited with code 1: permission denied"
-            elif mode == "slow":
-                await self._sleep(self._rng.uniform(2.0, 4.0))
-            else:
-                await self._sleep(self._rng.uniform(0.01, 0.15))
-        except TimeoutError:
-            status, error = "error", "timed out"
-        end = {**item, "phase": "end", "status": status, "startedAt": started, "endedAt": _now_ms()}
-        if error:
-            end["error"] = error
-            end["isError"] = True
-        agent_event("item", end, with_session=False)
-        return error is None
-
-    def _validations(self, text: str, at: int) -> list[dict[str, Any]]:
-        out = [{"layer": "L1", "result": "pass", "at": at}]
-        if "invalid" in text:
-            out.append({"layer": "L2", "result": "fail", "reason": "missing_evidence", "at": at})
-            return out
-        out.append({"layer": "L2", "result": "pass", "at": at})
-        out.append({"layer": "L3", "result": "pass" if self._rng.random() > 0.1 else "fail",
-                    "reason": None, "at": at})
-        if out[-1]["result"] == "fail":
-            out[-1]["reason"] = "reviewer_rejected"
-        return out
-
-    # --- heartbeats, spawn queue, inbox ------------------------------------------------------------
-    # File work goes through asyncio.to_thread: a slow disk must not stall the gateway's event loop.
-    def _trace_fields(self, run: _Run) -> dict[str, str]:
+    def _trace_fields(self, run: RunRef) -> dict[str, str]:
         """The run's session as a `traceparent` field: the watchers parent their spans on it."""
         traceparent = self.trace_lookup(run.run_id) if self.trace_lookup is not None else None
         return {"traceparent": traceparent} if traceparent else {}
 
-    async def _heartbeat(self, task: dict[str, Any], model: str, stop: asyncio.Event, *, stale: bool) -> None:
-        """Rewrite the task's heartbeat file until `stop` (a "stale" task writes once and goes quiet)."""
-        path = self.workspace.heartbeats / f"{task['taskId']}.json"
-        record = {"taskId": task["taskId"], "status": "running", "startedAt": task["startedAt"],
-                  "lastUpdate": _now_ms(), "model": model, "agentId": task["agentId"],
-                  "sessionKey": task["sessionKey"], "runId": task["runId"]}
-        interval_s = self.heartbeat_interval_s * min(self.time_scale, 1.0)
-        while True:
-            record["lastUpdate"] = _now_ms()
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(write_json, path, record)
-            if stale:  # a task that died without cleaning up: the file stays, never updated
-                self._stale_heartbeats.add(path)
-                return
-            # Stopped, not cancelled: a write in flight in its thread would land after the final one.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-            if stop.is_set():
-                return
+    async def _run_agent_turn(self, run_id: str, session_key: str, agent_id: str, text: str,
+                            model: str | None) -> dict[str, Any]:
+        return await self.turns.run_turn(self.turns.new_run(run_id, session_key, agent_id), text, model)
 
-    async def _finish_heartbeat(self, task: dict[str, Any], model: str, status: str) -> None:
-        path = self.workspace.heartbeats / f"{task['taskId']}.json"
-        if path in self._stale_heartbeats:
-            return
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(write_json, path, {
-                "taskId": task["taskId"], "status": status, "startedAt": task["startedAt"], "lastUpdate": _now_ms(),
-                "model": model, "agentId": task["agentId"]})
-
-    async def _request_spawn(self, run: _Run, text: str) -> dict[str, Any]:
-        request_id = f"spawn-{uuid.uuid4().hex[:12]}"
-        family = "haiku" if "haiku" in text else ("opus" if "opus" in text else "sonnet")
-        label = self._rng.choice(("researcher", "builder", "reviewer"))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._spawned[request_id] = future
-        try:
-            await asyncio.to_thread(write_json, self.workspace.spawn_requests / f"{request_id}.json", {
-                "requestId": request_id, "requestedBy": run.session_key, "requestedAt": _now_ms(),
-                "spawn": {"label": label, "model": MODELS[family], "task": f"sub-task of: {text[:100]}"},
-                "waitForResult": False, "parentRunId": run.run_id, "agentId": run.agent_id,
-                **self._trace_fields(run),
-            })
-            return await asyncio.wait_for(future, 60 * max(self.time_scale, 0.1))
-        except OSError as exc:
-            return {"status": "failed", "error": f"cannot write the spawn request: {exc.strerror or exc}"}
-        finally:
-            self._spawned.pop(request_id, None)
-
-    def _unanswered_requests(self) -> list[str]:
-        """Names of the request files that are regular files without a response (in a thread)."""
-        with os.scandir(self.workspace.spawn_responses) as entries:
-            answered = {entry.name for entry in entries}
-        with os.scandir(self.workspace.spawn_requests) as entries:
-            # is_file(): a FIFO or folder named *.json is not a request (reading a FIFO would block).
-            return sorted(entry.name for entry in entries
-                          if entry.name.endswith(".json") and not entry.name.startswith(".")
-                          and entry.name not in answered and entry.is_file())
-
-    async def _spawn_queue_loop(self) -> None:
-        """The spawner: pick up request files without a response, answer them, run the sub-agent."""
-        while True:
-            await asyncio.sleep(0.25 * min(self.time_scale * 4, 1.0))
-            try:
-                pending = await asyncio.to_thread(self._unanswered_requests)
-            except OSError:
-                continue
-            for name in [n for n in pending if n not in self._picked_up][:20]:
-                self._picked_up.add(name)
-                self._spawn(self._process_spawn(name))
-
-    async def _process_spawn(self, name: str) -> None:
-        path = self.workspace.spawn_requests / name
-        response_path = self.workspace.spawn_responses / name
-        try:
-            request = await asyncio.to_thread(read_json, path)
-            if not isinstance(request, dict):
-                return  # not a request (yet): retried at the next pass
-            request_id = str(request.get("requestId") or path.stem)
-            await self._sleep(self._rng.uniform(0.2, 1.5))  # queue latency: request -> spawn
-            agent_id = str(request.get("agentId") or "main")
-            session_key = f"agent:{agent_id}:subagent:{uuid.uuid4()}"
-            run_id = str(uuid.uuid4())
-            answer = {"requestId": request_id, "processedAt": _now_ms(), "status": "spawned",
-                      "sessionKey": session_key, "runId": run_id}
-            await asyncio.to_thread(write_json, response_path, answer)
-            future = self._spawned.get(request_id)
-            if future is not None and not future.done():
-                future.set_result(answer)
-            spawn = request.get("spawn")
-            if not isinstance(spawn, dict):
-                spawn = {}
-            model = spawn.get("model") if isinstance(spawn.get("model"), str) else None
-            task_text = str(spawn.get("task") or "sub-task").replace("spawn", "do").replace("message", "note")
-            run = self._new_run(run_id, session_key, agent_id)
-            result = await self._run_turn(run, f"{task_text} use a tool", model)
-            # A sub-agent lives on after its first turn (and so is seen active between scans).
-            await self._sleep(self._rng.uniform(15.0, 40.0))
-            final = {**answer, "status": "completed" if result.get("ok") else "failed"}
-            if not result.get("ok"):
-                final["error"] = result.get("error")
-            await asyncio.to_thread(write_json, response_path, final)
-        except OSError:
-            return  # a response that cannot be written: the requester times out, as with a dead spawner
-        finally:
-            self._picked_up.discard(name)
-
-    def _send_inbox(self, run: _Run, recipient: str, text: str) -> None:
-        """Route one message: after a delivery delay it lands in the recipient's inbox (or failed/)."""
-        message = {"id": f"msg-{uuid.uuid4().hex[:12]}", "timestamp": _now_ms(), "from": run.agent_id,
-                   "to": recipient, "type": "request", "subject": text[:60], "content": text[:200],
-                   **self._trace_fields(run)}
-        folder = self.workspace.inboxes / recipient
-        if recipient not in KNOWN_AGENTS:
-            folder = folder / "failed"
-            message["error"] = f"no such agent: {recipient}"
-
-        def write() -> None:
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / f"{message['id']}.json", message)
-
-        async def deliver() -> None:
-            await self._sleep(self._rng.uniform(0.05, 0.8))
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(write)
-
-        self._spawn(deliver())
-
-    def _archive_read_messages(self, cutoff: float) -> None:
-        """The recipients read their messages: one delivered before `cutoff` moves to archive/ (in a thread)."""
-        for path in list(self.workspace.inboxes.glob("*/*.json"))[:200]:
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                if stat.S_ISREG(st.st_mode) and st.st_mtime <= cutoff:
-                    archive = path.parent / "archive"
-                    archive.mkdir(exist_ok=True)
-                    path.replace(archive / path.name)
-
-    async def _inbox_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5 * min(self.time_scale * 2, 1.0))
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._archive_read_messages, time.time() - 2.0 * self.time_scale)
-
-    def _expire_files(self, now: float) -> set[Path]:
-        """Bounded disk: answered spawn requests, archived messages and old heartbeats expire (in a thread).
-
-        Returns the heartbeat files it removed.
-        """
-        cutoff = now - self.retention_s
-        ws = self.workspace
-        for path in ws.spawn_responses.glob("*.json"):
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
-                    (ws.spawn_requests / path.name).unlink(missing_ok=True)
-                    path.unlink()
-        for pattern in ("*/archive/*.json", "*/failed/*.json"):
-            for path in ws.inboxes.glob(pattern):
-                with contextlib.suppress(OSError):
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
-        removed: set[Path] = set()
-        for path in ws.heartbeats.glob("*.json"):
-            with contextlib.suppress(OSError):
-                age = now - path.stat().st_mtime
-                record = read_json(path) if age > 30 else None
-                running = isinstance(record, dict) and record.get("status") == "running"
-                if age > self.retention_s or (age > 30 and not running):
-                    path.unlink()
-                    removed.add(path)
-        return removed
-
-    async def _cleanup_loop(self) -> None:
-        while True:
-            await asyncio.sleep(10)
-            try:
-                removed = await asyncio.to_thread(self._expire_files, time.time())
-            except OSError:
-                continue
-            self._stale_heartbeats -= removed
-
-    # --- cron, tick ------------------------------------------------------------------------------
-    async def _cron_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            now = _now_ms()
-            for state in self._jobs.values():
-                if not state.running and now >= state.next_run_ms:
-                    self._spawn(self._run_job(state, "schedule"))
-
-    async def _run_job(self, state: _JobState, trigger: str) -> None:
-        job = state.job
-        state.running = True
-        run_at = _now_ms()
-        state.next_run_ms = run_at + int(job.every_s * 1000)
-        self.broadcast("cron", {"jobId": job.id, "jobName": job.name, "action": "started", "runAtMs": run_at,
-                                "trigger": trigger, "ts": run_at})
-        run_id = str(uuid.uuid4())
-        run = self._new_run(run_id, f"cron:{job.id}", "main")
-        # A controlled share of failing runs: every fourth run of each job meets a failing model.
-        state.runs += 1
-        flaky = state.runs % 4 == 0
-        result = await self._run_turn(run, job.message + (" fail the model" if flaky else ""), None)
-        ended = _now_ms()
-        status = "ok" if result.get("ok") else "error"
-        state.running = False
-        state.last_run_ms, state.last_status, state.last_duration_ms = run_at, status, ended - run_at
-        entry: dict[str, Any] = {"ts": ended, "jobId": job.id, "jobName": job.name, "action": "finished",
-                                 "status": status, "runAtMs": run_at, "durationMs": ended - run_at,
-                                 "nextRunAtMs": state.next_run_ms, "sessionKey": f"cron:{job.id}",
-                                 "trigger": trigger, "summary": "completed" if status == "ok" else "failed"}
-        if status == "error":
-            entry["error"] = str(result.get("error"))
-        self._job_runs.append(entry)
-        del self._job_runs[:-200]
-        self.broadcast("cron", entry)
-
+    # --- tick ------------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval_s)
-            self.broadcast("tick", {"ts": _now_ms()})
+            self.broadcast("tick", {"ts": now_ms()})
             self.broadcast("health", self._health())
-
-
-def _session_kind(session_key: str) -> str:
-    parts = session_key.split(":")
-    if parts[0] == "cron":
-        return "cron"
-    return "subagent" if "subagent" in parts else "cli"

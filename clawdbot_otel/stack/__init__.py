@@ -12,7 +12,7 @@ The command line is `clawdbot-otel stack build|up|down|status|stop|start` (`regi
 from __future__ import annotations
 
 from ._build import Binaries, StackError, build_all, cache_dir, find_binaries, repo_root
-from ._cli import register
+from ._cli import otlp_export_line, register
 from ._launch import (
     Ports,
     ServerStatus,
@@ -53,6 +53,7 @@ __all__ = [
     "down",
     "find_binaries",
     "info",
+    "otlp_export_line",
     "register",
     "repo_root",
     "stack_dir",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from ._launch import (
     PORT_OFFSET_ENV,
     STACK_DIR_ENV,
     Ports,
+    StackInfo,
     down,
     info,
     start_server,
@@ -23,7 +26,16 @@ from ._launch import (
     up,
 )
 
-__all__ = ["register"]
+__all__ = ["otlp_export_line", "register"]
+
+
+def otlp_export_line(stack: StackInfo, env: Mapping[str, str]) -> str:
+    """The shell line that points an application at `stack`'s collector: the protocol the exporters will
+    use (the caller's OTEL_EXPORTER_OTLP_PROTOCOL, else the SDK's default http/protobuf) and the port
+    that speaks it, so the line works pasted as it is."""
+    protocol = "grpc" if env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() == "grpc" else "http/protobuf"
+    endpoint = stack.otlp_grpc_endpoint if protocol == "grpc" else stack.otlp_http_endpoint
+    return f"export OTEL_EXPORTER_OTLP_PROTOCOL={protocol} OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}"
 
 
 def _ports(args: argparse.Namespace) -> Ports:
@@ -43,7 +55,7 @@ def _up(args: argparse.Namespace) -> int:
     width = max(len(k) for k in stack.urls())
     for name, url in stack.urls().items():
         print(f"  {name:<{width}}  {url}")
-    print(f"  export OTEL_EXPORTER_OTLP_ENDPOINT={stack.otlp_grpc_endpoint}")
+    print(f"  {otlp_export_line(stack, os.environ)}")
     return 0
 
 

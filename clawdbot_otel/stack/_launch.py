@@ -34,7 +34,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clawdbot_otel.logfiles import LogStoreClass, audit, endpoint_env, log_store_classes
+from clawdbot_otel import audit
+from clawdbot_otel.logfiles import LogStoreClass, endpoint_env, log_store_classes
 
 from ._build import Binaries, StackError, cache_dir, find_binaries, repo_root
 

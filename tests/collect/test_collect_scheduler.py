@@ -1,4 +1,4 @@
-"""Scheduler: one job span per run, run/latency/error counters, active runs, next-run gauge, CronScheduler."""
+"""Scheduler: one job span per run, run/latency/error counters, active runs, next-run gauge."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from opentelemetry.trace import StatusCode
 
-from clawdbot_otel.collect import CronScheduler, SchedulerInstrumentation
+from clawdbot_otel.collect import SchedulerInstrumentation
 from clawdbot_otel.testing import Capture
 
 from .helpers import T0, FakeClock, histogram, logs, value
@@ -112,94 +112,3 @@ def test_span_carries_the_next_run(cap: Capture, sched: SchedulerInstrumentation
         pass
     assert dict(cap.spans_by_category("job")[0].attributes or {})["clawdbot.job.next_run_s"] == 90
 
-
-async def test_cron_runs_due_jobs_and_logs_schedule_changes(cap: Capture, sched: SchedulerInstrumentation,
-                                                            clock: FakeClock) -> None:
-    runs: list[float] = []
-
-    async def tick() -> None:
-        runs.append(clock())
-
-    cron = CronScheduler(sched)
-    cron.add("tick", tick, every_s=60)
-    await cron.run_due()
-    assert runs == []
-    assert value(cap, "scheduler.next_run", job_name="tick") == 60
-    clock.advance(60)
-    await cron.run_due()
-    clock.advance(30)
-    await cron.run_due()
-    assert runs == [T0 + 60]
-    cron.reschedule("tick", 10)
-    assert cron.next_run("tick") == T0 + 100
-    clock.advance(10)
-    await cron.run_due()
-    assert runs == [T0 + 60, T0 + 100]
-    await cron.trigger("tick")
-    cron.remove("tick")
-    assert value(cap, "scheduler.jobs", job_name="tick", status="success") == 3
-    assert [s.attributes["clawdbot.job.trigger"] for s in cap.spans_by_category("job")] == [  # type: ignore[index]
-        "schedule", "schedule", "manual"]
-    assert logs(cap, "Job scheduled")[0]["metadata"]["every_s"] == 60
-    assert logs(cap, "Job schedule modified")[0]["metadata"] == {"job_name": "tick", "every_s": 10,
-                                                                  "previous_every_s": 60}
-    assert len(logs(cap, "Job removed")) == 1
-    assert value(cap, "scheduler.next_run", job_name="tick") is None
-
-
-async def test_cron_timeout_and_failure_do_not_stop_the_scheduler(cap: Capture, sched: SchedulerInstrumentation,
-                                                                  clock: FakeClock) -> None:
-    async def hang() -> None:
-        await asyncio.Event().wait()
-
-    async def broken() -> None:
-        raise RuntimeError("boom")
-
-    cron = CronScheduler(sched)
-    cron.add("hang", hang, every_s=5, first_run_in_s=0, timeout_s=0.001)
-    cron.add("broken", broken, every_s=5, first_run_in_s=0)
-    await cron.run_due()
-    clock.advance(5)
-    await cron.run_due()
-    assert value(cap, "scheduler.jobs", job_name="hang", status="timeout") == 2
-    assert value(cap, "scheduler.jobs", job_name="broken", status="failure") == 2
-
-
-async def test_cron_skips_a_run_while_the_previous_one_is_going(cap: Capture, sched: SchedulerInstrumentation,
-                                                                clock: FakeClock) -> None:
-    release = asyncio.Event()
-
-    async def slow() -> None:
-        await release.wait()
-
-    cron = CronScheduler(sched)
-    cron.add("slow", slow, every_s=1, first_run_in_s=0)
-    first = asyncio.ensure_future(cron.run_due())
-    await asyncio.sleep(0)
-    clock.advance(1)
-    await cron.run_due()  # due again, still running: skipped
-    assert len(logs(cap, "Job run skipped")) == 1
-    release.set()
-    await first
-    assert value(cap, "scheduler.jobs", job_name="slow", status="success") == 1
-
-
-async def test_cron_loop_runs_and_stop_cancels_without_failures(cap: Capture, sched: SchedulerInstrumentation,
-                                                                clock: FakeClock) -> None:
-    started = asyncio.Event()
-
-    async def forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    cron = CronScheduler(sched)
-    cron.add("forever", forever, every_s=3600, first_run_in_s=0)
-    with cap.telemetry.request_span("cron.add"):
-        cron.start()
-    await asyncio.wait_for(started.wait(), 5)
-    await cron.stop()
-    assert value(cap, "scheduler.jobs.active") == 0
-    assert value(cap, "scheduler.jobs", job_name="forever", status="failure") is None
-    assert len(logs(cap, "Job cancelled")) == 1
-    [span] = cap.spans_by_category("job")
-    assert span.parent is None  # scheduled runs are root spans, whatever started the loop

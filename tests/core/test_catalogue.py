@@ -31,9 +31,10 @@ def _design() -> str:
 
 
 def test_the_copy_of_the_design_is_the_users() -> None:
-    if not SHARED_DESIGN.exists():
-        pytest.skip(f"no shared design beside this checkout ({SHARED_DESIGN}); the copy in tests/data is used")
-    assert DESIGN.read_text() == SHARED_DESIGN.read_text(), "tests/data/TELEMETRY-SYSTEM.md is out of date"
+    """Runs in every clone: the copy is the design (its title); beside the shared original, it is the original."""
+    assert _design().startswith("# "), f"{DESIGN} is not the design document"
+    if SHARED_DESIGN.exists():  # the extra check, where the user's workspace is beside this checkout
+        assert _design() == SHARED_DESIGN.read_text(), "tests/data/TELEMETRY-SYSTEM.md is out of date"
 
 
 def _metric_tables(text: str) -> dict[str, tuple[str, list[str]]]:
@@ -156,9 +157,3 @@ def test_cli_catalogue_json_lists_every_documented_metric() -> None:
         assert {"name", "otel_name", "kind", "unit", "labels", "prometheus_name", "description"} <= set(m)
     assert {s["category"] for s in data["spans"]} >= {"request", "session", "tool_call", "spawn", "message",
                                                        "validation"}
-
-
-def test_readme_metric_tables_are_generated_from_the_catalogue() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    generated = _cli("catalogue", "--format", "markdown")
-    assert generated in readme, "README is stale: run `python scripts/gen_readme_tables.py`"

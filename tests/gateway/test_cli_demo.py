@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-import clawdbot_otel.gateway as gateway_pkg
 from clawdbot_otel.frames import ERROR_UNAVAILABLE, error_response
 from clawdbot_otel.gateway import GatewayServer, register
 from clawdbot_otel.simulation import EmbeddedRuntime, Peer, run_demo
 from clawdbot_otel.testing import capture_telemetry
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def test_exported_members() -> None:
-    public = {name for name in dir(gateway_pkg) if not name.startswith("_")}
-    assert set(gateway_pkg.__all__) == public - {"annotations"}
 
 
 def test_register_adds_subcommands() -> None:
@@ -38,7 +37,7 @@ async def test_demo_reaches_every_collection_point(tmp_path: Path) -> None:
         server = GatewayServer(cap.telemetry, port=0, workspace=tmp_path / "clawd", token="T", time_scale=0.02,
                                tick_interval_s=0.5, seed=5)
         async with server:
-            await server.runtime._run_job(next(iter(server.runtime._jobs.values())), "manual")  # type: ignore[union-attr]
+            await server.runtime.cron.run(next(iter(server.runtime.cron.jobs)))  # type: ignore[union-attr]
             out = io.StringIO()
             stats = await run_demo(server.url, token="T", duration_s=3.0, concurrency=3, seed=11, out=out)
             names = set(cap.collect_metrics())  # while the watchers and the sampler still report
@@ -79,21 +78,55 @@ async def test_demo_fails_on_errors_it_did_not_provoke(tmp_path: Path, monkeypat
                             f"  {stats.unexpected_failures:5d}  health: GatewayError: UNAVAILABLE: health check broke"]
 
 
-def test_demo_embedded_is_the_whole_job_in_one_command(tmp_path: Path) -> None:
-    """The README's first command: no gateway, no collector, telemetry lands in local files."""
-    import json
-    import os
-    import subprocess
-    import sys
-
+def _run_embedded_demo(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAWDBOT_OTEL_"))}
     env["CLAWDBOT_OTEL_OUTPUT_DIR"] = str(tmp_path / "out")
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
     proc = subprocess.run([sys.executable, "-m", "clawdbot_otel.cli", "demo", "--embedded", "--duration", "4",
-                           "--seed", "3"], env=env, capture_output=True, text=True, timeout=80, check=False)
+                           "--seed", "3", *extra], env=env, capture_output=True, text=True, timeout=80, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert str(tmp_path / "out") in proc.stderr  # it says where the telemetry went
-    spans = [s for line in (tmp_path / "out" / "traces.jsonl").read_text().splitlines()
-             for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    return proc
+
+
+def _otlp_json(path: Path, *keys: str) -> list[dict[str, Any]]:
+    """The innermost items (spans, log records) of every batch in an OTLP-JSON file."""
+    out: list[dict[str, Any]] = []
+    for line in path.read_text().splitlines():
+        level: list[Any] = [json.loads(line)]
+        for key in keys:
+            level = [item for parent in level for item in parent[key]]
+        out += level
+    return out
+
+
+def test_demo_embedded_is_the_whole_job_in_one_command(tmp_path: Path) -> None:
+    """The README's first command: no gateway, no collector, telemetry lands in local files, and the
+    terminal shows progress and a summary of what was produced, not the gateway's log lines."""
+    proc = _run_embedded_demo(tmp_path)
+    spans = _otlp_json(tmp_path / "out" / "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
     categories = {a["value"]["stringValue"] for s in spans for a in s["attributes"]
                   if a["key"] == "clawdbot.span.category"}
     assert {"request", "session", "tool_call"} <= categories
+    records = _otlp_json(tmp_path / "out" / "logs.jsonl", "resourceLogs", "scopeLogs", "logRecords")
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    assert not [line for line in lines if line.startswith("{")], "JSON log lines on the terminal"
+    assert lines[0].startswith("clawdbot-otel demo: embedded gateway on ws://127.0.0.1:")
+    assert all(line.startswith("demo ") for line in lines[1:-4]), lines
+    traces = len({s["traceId"] for s in spans})
+    produced = lines[-4].split(", ")
+    assert produced[:2] == [f"produced: {traces} traces", f"{len(spans)} spans"]
+    assert produced[2].endswith(" metric series") and int(produced[2].split()[0]) > 10
+    assert produced[3] == f"{len(records)} log records"
+    assert lines[-3:] == [
+        f"  written as OTLP-JSON files to {tmp_path / 'out'} (no OTEL_EXPORTER_OTLP_ENDPOINT set)",
+        f"  log lines in {tmp_path / 'state' / 'clawdbot-otel' / 'logs'} (--verbose shows them here)",
+        "look at them: clawdbot-otel stack up  (then run the demo again with the export line it prints)",
+    ]
+    assert list((tmp_path / "state" / "clawdbot-otel" / "logs").rglob("*.log")), "no log file written"
+
+
+def test_demo_embedded_verbose_shows_the_log_lines(tmp_path: Path) -> None:
+    proc = _run_embedded_demo(tmp_path, "--verbose")
+    json_lines = [line for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert len(json_lines) > 20
+    assert all(json.loads(line)["level"] for line in json_lines)

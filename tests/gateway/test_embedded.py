@@ -11,7 +11,7 @@ import orjson
 import pytest
 from opentelemetry.trace import StatusCode
 
-from clawdbot_otel.gateway._server import GatewayServer
+from clawdbot_otel.gateway import GatewayServer
 from clawdbot_otel.simulation import CronJob, GatewayClient, GatewayError
 from clawdbot_otel.testing import Capture, capture_telemetry
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from clawdbot_otel.gateway._server import GatewayServer
+from clawdbot_otel.gateway import GatewayServer
 from clawdbot_otel.simulation import (
     MAX_RECORD_BYTES,
     SIMULATION_MARKER,
@@ -114,10 +114,11 @@ def test_housekeeping_passes_skip_fifos(tmp_path: Path) -> None:
         os.mkfifo(fifo)
     old = time.time() - 60
     os.utime(ws.heartbeats / "x.json", (old, old))
-    assert runtime._unanswered_requests() == []
-    runtime._archive_read_messages(time.time() + 10)
+    folders = runtime.folders
+    assert folders.unanswered_requests() == []
+    folders.archive_read_messages(time.time() + 10)
     assert (ws.inboxes / "builder" / "x.json").exists()  # not archived: not a message
-    assert runtime._expire_files(time.time()) == {ws.heartbeats / "x.json"}  # not a running task's heartbeat
+    assert folders.expire_files(time.time()) == {ws.heartbeats / "x.json"}  # not a running task's heartbeat
 
 
 async def test_a_fifo_in_the_spawn_queue_does_not_stop_the_runtime(tmp_path: Path) -> None:

@@ -124,6 +124,23 @@ def test_a_job_that_never_finishes_stops_counting_as_active(cap: Capture) -> Non
     assert {p.value for p in cap.metric_points("scheduler.jobs.active")} == {0}
 
 
+def test_schedule_changes_are_logged_and_a_removed_job_has_no_next_run(cap: Capture) -> None:
+    """OpenClaw broadcasts cron `added`/`updated`/`removed`: the design's schedule-modification logs."""
+    observer = FrameObserver(cap.telemetry, clock=lambda: _T0_MS * 1_000_000)
+    observer.connection_opened("c")
+    for i, action in enumerate(("added", "updated", "removed")):
+        _feed(observer, "c", "s2c", {"type": "event", "event": "cron", "payload": {
+            "jobId": "j1", "jobName": "nightly", "action": action, "nextRunAtMs": _T0_MS + 60_000 * (i + 1)}},
+            _T0_MS + i)
+        if action == "updated":
+            assert {p.value for p in cap.metric_points("scheduler.next_run")} == {120.0}
+    schedule = [(r["component"], r["message"], r["metadata"]["job_name"]) for r in cap.log_lines()
+                if r["component"] == "scheduler"]
+    assert schedule == [("scheduler", "Job scheduled", "nightly"), ("scheduler", "Job schedule modified", "nightly"),
+                        ("scheduler", "Job removed", "nightly")]
+    assert cap.metric_points("scheduler.next_run") == []
+
+
 def test_the_model_call_ends_when_the_model_asks_for_a_tool(cap: Capture) -> None:
     observer = FrameObserver(cap.telemetry)
     observer.connection_opened("c")

@@ -8,6 +8,7 @@ the upstream's spans join the client's trace through the injected `traceparent`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from clawdbot_otel.frames import frame_from_dict
-from clawdbot_otel.gateway._server import GatewayServer, inject_traceparent
+from clawdbot_otel.gateway import GatewayServer, inject_traceparent
 from clawdbot_otel.testing import Capture, capture_telemetry
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,23 +74,27 @@ class Tap:
         return f"ws://127.0.0.1:{next(iter(self.server.sockets)).getsockname()[1]}"
 
 
-@pytest.fixture
-async def chain(tmp_path: Path) -> AsyncIterator[tuple[GatewayServer, Capture, Capture, Tap]]:
-    with capture_telemetry() as cap_proxy, capture_telemetry() as cap_up:
-        # the upstream's ids must not coincide with the proxy's incremental ones
-        tracer_provider: Any = cap_up.telemetry.tracer_provider
-        tracer_provider.id_generator = RandomIdGenerator()
-        cap_up.telemetry.tracer = tracer_provider.get_tracer("clawdbot_otel")
+@contextlib.asynccontextmanager
+async def _chain(tmp_path: Path, **proxy_options: Any) -> AsyncIterator[tuple[GatewayServer, Capture, Capture, Tap]]:
+    """client -> proxy -> tap -> embedded upstream, each gateway with its own capture."""
+    # the upstream's ids must not coincide with the proxy's incremental ones
+    with capture_telemetry() as cap_proxy, capture_telemetry(id_generator=RandomIdGenerator()) as cap_up:
         upstream = GatewayServer(cap_up.telemetry, port=0, workspace=tmp_path / "up", token="T", time_scale=0.01,
                                  tick_interval_s=3600, cron_jobs=(), seed=1, collectors=False)
         async with upstream, Tap(upstream.url) as tap:
             # the liveness probe has its own test: here the tap must see the client's frames only
             proxy = GatewayServer(cap_proxy.telemetry, port=0, upstream=tap.url, collectors=False,
-                                  monitor_upstream=False)
+                                  monitor_upstream=False, **proxy_options)
             async with proxy:
                 yield proxy, cap_proxy, cap_up, tap
             assert proxy.observer_errors == []
         assert upstream.observer_errors == []
+
+
+@pytest.fixture
+async def chain(tmp_path: Path) -> AsyncIterator[tuple[GatewayServer, Capture, Capture, Tap]]:
+    async with _chain(tmp_path) as parts:
+        yield parts
 
 
 async def _until(ws: ClientConnection, got: list[str | bytes], pred: Any) -> dict[str, Any]:
@@ -256,12 +261,16 @@ async def test_large_frames_are_observed_off_the_event_loop(tmp_path: Path) -> N
     assert session.parent is not None and session.parent.span_id == agent.context.span_id
 
 
-async def test_a_full_observer_queue_costs_telemetry_never_traffic(chain: tuple[GatewayServer, Capture, Capture, Tap],
-                                                                  ) -> None:
-    proxy, cap_proxy, _cap_up, tap = chain
-    for task in proxy._tasks:  # stall the observer: nothing drains its queue
-        task.cancel()
-    proxy._observe_queue = asyncio.Queue(3)
+async def test_a_full_observer_queue_costs_telemetry_never_traffic(tmp_path: Path) -> None:
+    async with _chain(tmp_path, max_observe_queue=3) as (proxy, cap_proxy, _cap_up, tap):
+        for task in proxy._tasks:  # stall the observer: nothing drains its queue
+            task.cancel()
+        await _ten_health_requests_all_answered(proxy, tap)
+        dropped = {p.attributes["reason"]: p.value for p in cap_proxy.metric_points("clawdbot_otel.source_errors")}
+        assert dropped["observer_queue_full"] >= 8
+
+
+async def _ten_health_requests_all_answered(proxy: GatewayServer, tap: Tap) -> None:
     async with connect(proxy.url, compression=None) as ws:
         got: list[str | bytes] = []
         await _until(ws, got, lambda f: f.get("event") == "connect.challenge")
@@ -274,5 +283,3 @@ async def test_a_full_observer_queue_costs_telemetry_never_traffic(chain: tuple[
         for i in range(10):
             await _until(ws, got, lambda f, i=i: f.get("id") == f"h{i}")  # every answer arrives
     assert got == tap.s2c
-    dropped = {p.attributes["reason"]: p.value for p in cap_proxy.metric_points("clawdbot_otel.source_errors")}
-    assert dropped["observer_queue_full"] >= 8

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clawdbot_otel.gateway._monitor import UpstreamMonitor
-from clawdbot_otel.gateway._server import GatewayServer
+from clawdbot_otel.gateway import GatewayServer, UpstreamMonitor
 from clawdbot_otel.testing import capture_telemetry
 
 pytestmark = pytest.mark.timeout(60)

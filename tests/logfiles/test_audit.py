@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -12,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from clawdbot_otel.logfiles import LevelFileSink, audit
+from clawdbot_otel import StreamSink, audit
+from clawdbot_otel.logfiles import LevelFileSink
 from clawdbot_otel.stack import Binaries, Ports, StackError, _launch
 from clawdbot_otel.testing import capture_telemetry
 
@@ -68,28 +70,33 @@ def test_audit_never_raises_outside_strict_mode() -> None:
         audit("auth", telemetry=cap.telemetry, level="LOUD")
 
 
-def test_audit_defaults_to_the_module_level_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_defaults_to_the_module_level_instance() -> None:
     import clawdbot_otel
 
-    with capture_telemetry() as cap:
-        monkeypatch.setattr(clawdbot_otel, "get_telemetry", lambda: cap.telemetry)
+    out = io.BytesIO()
+    clawdbot_otel.get_telemetry().bind(log_sinks=[StreamSink(out)])
+    try:
         audit("stack.stop")
-        assert [(r["component"], r["message"]) for r in cap.log_lines()] == [("audit", "stack.stop")]
+    finally:
+        clawdbot_otel.get_telemetry().bind(log_sinks=[StreamSink()])
+    records = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["component"], r["message"]) for r in records] == [("audit", "stack.stop")]
 
 
 # --- stack start and stop --------------------------------------------------------------------------
 @pytest.fixture
-def audited(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The default instance (what the launcher's `audit` calls use) writes to files under tmp_path/logs."""
+def audited(tmp_path: Path, clock: FakeClock) -> Iterator[Path]:
+    """The default instance (what the launcher's `audit` calls use) writes to files under tmp_path/logs,
+    as `clawdbot-otel stack up|down` binds it."""
     import clawdbot_otel
 
     sink = LevelFileSink(tmp_path / "logs", clock=clock)
-    with capture_telemetry() as cap:
-        t = cap.telemetry
-        t.bind(t.meter_provider, t.tracer_provider, t.logger_provider, log_sinks=[sink])
-        monkeypatch.setattr(clawdbot_otel, "get_telemetry", lambda: t)
+    clawdbot_otel.get_telemetry().bind(log_sinks=[sink])
+    try:
         yield tmp_path / "logs" / "audit"
-    sink.close()
+    finally:
+        clawdbot_otel.get_telemetry().bind(log_sinks=[StreamSink()])
+        sink.close()
 
 
 def test_stack_up_and_down_are_audited(tmp_path: Path, audited: Path, monkeypatch: pytest.MonkeyPatch) -> None:

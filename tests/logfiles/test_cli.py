@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clawdbot_otel import logfiles
-from clawdbot_otel.logfiles._cli import register
+from clawdbot_otel.logfiles import register
 
 
 def run(argv: list[str]) -> int:
@@ -113,7 +113,3 @@ def test_retention_config_prints_the_collector_log_pipelines(capsys: pytest.Capt
     assert run(["logs", "retention-config"]) == 0
     assert capsys.readouterr().out == logfiles.collector_log_routing_config()
 
-
-def test_public_surface() -> None:
-    public = {name for name in vars(logfiles) if not name.startswith("_")} - {"annotations"}
-    assert set(logfiles.__all__) == public

@@ -106,11 +106,13 @@ CASES = [
 ]
 
 
+@pytest.mark.tools
 def test_rule_file_is_generated_from_the_catalogue_and_valid() -> None:
     assert RULES.read_text() == prometheus_rules_yaml(), "stale: run `clawdbot-otel rules --write`"
     subprocess.run([_tool("promtool"), "check", "rules", str(RULES)], check=True, capture_output=True)
 
 
+@pytest.mark.tools
 def test_alerts_fire_exactly_when_the_design_says(tmp_path: Path) -> None:
     spec = {
         "rule_files": [str(RULES)],
@@ -140,6 +142,7 @@ def _alertmanager() -> dict[str, Any]:
     return config
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize(("severity", "receivers"), DESIGN_RECEIVERS.items())
 def test_alertmanager_routes_each_severity_as_the_design_says(severity: str, receivers: list[str]) -> None:
     amtool = _tool("amtool")

@@ -40,6 +40,7 @@ def test_provisioned_dashboards_are_current() -> None:
     assert len(generated) == 6  # the design's six summary views
 
 
+@pytest.mark.tools
 def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
     promtool = _promtool()
     rules = [{"record": f"check:{d.uid.replace('-', '_')}:{i}", "expr": target["expr"]}
@@ -52,6 +53,7 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in proc.stdout
 
 
+@pytest.mark.tools
 def test_derived_overview_and_alert_history_panels_compute_what_they_say(tmp_path: Path) -> None:
     tasks = _queries("clawdbot-overview", "Task status")
     last_active = _queries("clawdbot-alerts", "Recent alerts (24h)")["last active"]

@@ -17,9 +17,9 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from clawdbot_otel import Telemetry
+from clawdbot_otel import Telemetry, audit
 from clawdbot_otel.conventions import LOG_LEVELS
-from clawdbot_otel.logfiles import RETENTION_POLICY, audit, log_store_classes
+from clawdbot_otel.logfiles import RETENTION_POLICY, log_store_classes
 
 from .conftest import RunningStack, logsql, wait_for
 

@@ -1,6 +1,6 @@
 """The audit channel: security-relevant events as ordinary log records of component `audit`.
 
-    from clawdbot_otel.logfiles import audit
+    from clawdbot_otel import audit
 
     audit("auth", outcome="success", actor=client_id, remote_addr=peer)
     audit("auth", outcome="failure", actor=client_id, reason="bad_token", remote_addr=peer)
@@ -19,11 +19,12 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from clawdbot_otel._logging import level_value, make_logger
-from clawdbot_otel.conventions import AUDIT_CATEGORY
+from ._default import DEFAULT_TELEMETRY
+from ._logging import level_value, make_logger
+from .conventions import AUDIT_CATEGORY
 
 if TYPE_CHECKING:
-    from clawdbot_otel._facade import Telemetry
+    from ._facade import Telemetry
 
 __all__ = ["audit"]
 
@@ -66,9 +67,7 @@ def audit(
     this never raises into the caller outside strict mode.
     """
     if telemetry is None:
-        from clawdbot_otel import get_telemetry
-
-        telemetry = get_telemetry()
+        telemetry = DEFAULT_TELEMETRY
     try:
         levelno = level_value(level or ("INFO" if outcome in _SUCCESS else "WARN"))
         if actor is not None:
