@@ -4,7 +4,8 @@
 * jaeger (v2) and victoria-logs: `go build` of their cmd packages through a generated wrapper module that requires
   the pinned release and repeats its replace/exclude directives (`go install pkg@version` refuses modules
   with replace directives);
-* prometheus and alertmanager: the Debian packages (installed with apt-get when run as root).
+* prometheus and alertmanager: the Debian packages (installed with apt-get when run as root);
+* the Jaeger UI's static files (_jaeger_ui.py says from where).
 
 Every built binary lands in <cache>/bin/<name>-<version> next to a `.stamp` file holding a hash of its
 recipe (pinned version, manifest or wrapper go.mod, flags), so a second build is a no-op. Go's own module
@@ -34,6 +35,8 @@ import yaml
 from clawdbot_otel.paths import cache_dir
 
 from . import _versions as v
+from ._errors import StackError
+from ._jaeger_ui import install_jaeger_ui
 
 __all__ = [
     "Binaries",
@@ -45,11 +48,7 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
-_TOTAL_STEPS = 5
-
-
-class StackError(RuntimeError):
-    """A stack operation failed for a reason the user can act on (the message says how)."""
+_TOTAL_STEPS = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,9 +420,17 @@ def _alertmanager(step: str, progress: Progress, install: bool) -> Path:
 
 
 def build_all(
-    *, cache: Path | None = None, force: bool = False, install_packages: bool = True, progress: Progress = _stderr
+    *,
+    cache: Path | None = None,
+    force: bool = False,
+    install_packages: bool = True,
+    jaeger_ui: Path | None = None,
+    download_jaeger_ui: bool = False,
+    progress: Progress = _stderr,
 ) -> Binaries:
-    """Build or locate every server; cached binaries are reused (seconds when nothing changed)."""
+    """Build or locate every server, and install the Jaeger UI (see _jaeger_ui: `jaeger_ui` is a build folder
+    or tarball to install, `download_jaeger_ui` fetches upstream's); cached results are reused (seconds when
+    nothing changed)."""
     cache = cache or cache_dir()
     started = time.monotonic()
     with _build_lock(cache):
@@ -432,6 +439,8 @@ def build_all(
         victorialogs = _victorialogs(cache, force, f"[3/{_TOTAL_STEPS}]", progress)
         prometheus = _prometheus(f"[4/{_TOTAL_STEPS}]", progress, install_packages)
         alertmanager = _alertmanager(f"[5/{_TOTAL_STEPS}]", progress, install_packages)
+        install_jaeger_ui(cache, repo_root(), source=jaeger_ui, download=download_jaeger_ui, force=force,
+                          step=f"[6/{_TOTAL_STEPS}]", progress=progress)
     progress(f"stack build: done in {time.monotonic() - started:.1f}s (cache: {cache})")
     return Binaries(collector, jaeger, victorialogs, prometheus, alertmanager)
 

@@ -25,6 +25,7 @@ from ._launch import (
     stop_server,
     up,
 )
+from ._versions import JAEGER_UI_VERSION
 
 __all__ = ["otlp_export_line", "register"]
 
@@ -43,7 +44,7 @@ def _ports(args: argparse.Namespace) -> Ports:
 
 
 def _build(args: argparse.Namespace) -> int:
-    build_all(force=args.force)
+    build_all(force=args.force, jaeger_ui=args.jaeger_ui, download_jaeger_ui=args.download_jaeger_ui)
     return 0
 
 
@@ -147,6 +148,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p_build = sub.add_parser("build", help="build/install every server into the cache (no-op when cached)")
     p_build.add_argument("--force", action="store_true", help="rebuild even if cached binaries are current")
+    p_build.add_argument(
+        "--jaeger-ui",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="install this Jaeger UI build (a folder with index.html and static/, or a .tar.gz of one) "
+        f"for the native Jaeger; default: the cached one, else ../shared/jaeger-ui/jaeger-ui-{JAEGER_UI_VERSION}"
+        ".tar.gz beside the checkout (sha256 checked against its README)",
+    )
+    p_build.add_argument(
+        "--download-jaeger-ui",
+        action="store_true",
+        help=f"download upstream's jaeger-ui {JAEGER_UI_VERSION} release assets.tar.gz and install it "
+        "(prints its sha256)",
+    )
     p_build.set_defaults(func=_wrap(_build))
 
     p_up = sub.add_parser("up", help="start all servers, wait until ready, print the URLs")

@@ -6,6 +6,7 @@ State lives in one directory (default <cache>/stack, or $CLAWDBOT_OTEL_STACK_DIR
                      Jaeger's Badger store, Alertmanager silences, the collector's persistent queues
   logs/<server>.log  stdout+stderr of each server (truncated by each `up`)
   config/prometheus/ prometheus.yml and rules copied from deploy/, plus file_sd targets for these ports
+  config/jaeger/     the Jaeger UI config from deploy/jaeger, its links moved to these ports
 
 The configuration files are the repository's own (otel-collector/config.yaml, deploy/*), the same files
 docker-compose mounts; every address in them is an environment variable set here.
@@ -22,6 +23,7 @@ import errno
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +40,7 @@ from clawdbot_otel import audit
 from clawdbot_otel.logfiles import LogStoreClass, endpoint_env, log_store_classes
 
 from ._build import Binaries, StackError, cache_dir, find_binaries, repo_root
+from ._jaeger_ui import installed_jaeger_ui
 
 __all__ = [
     "PORT_OFFSET_ENV",
@@ -308,6 +311,23 @@ def _victorialogs_servers(binaries: Binaries, data: Path, ports: Ports, base: Ma
     return servers
 
 
+def _jaeger_files_env(repo: Path, root: Path, ports: Ports) -> dict[str, str]:
+    """Jaeger's Badger folder (data/jaeger), the installed UI if any, and the UI config from deploy/jaeger with
+    its links (written for the default ports) moved to this port set."""
+    badger = root / "data" / "jaeger"
+    badger.mkdir(parents=True, exist_ok=True)
+    moved = {getattr(Ports(), f.name): getattr(ports, f.name) for f in dataclasses.fields(Ports)}
+    template = (repo / "deploy" / "jaeger" / "ui-config.json").read_text()
+    ui_config = root / "config" / "jaeger" / "ui-config.json"
+    ui_config.parent.mkdir(parents=True, exist_ok=True)
+    ui_config.write_text(re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{moved.get(int(m[1]), m[1])}", template))
+    env = {"JAEGER_BADGER_DIR": str(badger), "JAEGER_UI_CONFIG": str(ui_config)}
+    assets = installed_jaeger_ui(cache_dir())
+    if assets is not None:  # else Jaeger's placeholder page (or the user's own $JAEGER_UI_ASSETS_PATH)
+        env["JAEGER_UI_ASSETS_PATH"] = str(assets)
+    return env
+
+
 def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env: Mapping[str, str]) -> list[_Server]:
     data = root / "data"
     base = dict(os.environ)
@@ -327,6 +347,7 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
                 "JAEGER_HEALTH_ENDPOINT": f"{loopback}:{ports.jaeger_health}",
                 "JAEGER_TELEMETRY_HOST": loopback,
                 "JAEGER_TELEMETRY_PORT": str(ports.jaeger_metrics),
+                **_jaeger_files_env(repo, root, ports),
             },
             f"http://{loopback}:{ports.jaeger_health}/status",
             {
@@ -337,6 +358,7 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
                 "jaeger_health": ports.jaeger_health,
                 "jaeger_metrics": ports.jaeger_metrics,
             },
+            data / "jaeger",
         ),
         _Server(
             "prometheus",

@@ -47,3 +47,13 @@ IMAGES: Final = {
     "alertmanager": f"prom/alertmanager:v{ALERTMANAGER_VERSION}",
     "victorialogs": f"victoriametrics/victoria-logs:{VICTORIALOGS_VERSION}",
 }
+
+# Jaeger UI: the Go module embeds only a placeholder page, so `stack build` installs a built jaeger-ui into
+# the cache (clawdbot_otel/stack/_jaeger_ui.py). v1.76.0 is the UI of Jaeger v2.13.0; the v2.12.0 backend
+# serves every endpoint it calls (/api/services, /api/services/{svc}/operations, /api/traces,
+# /api/traces/{id}; the browser test checks each answered 200).
+JAEGER_UI_VERSION: Final = "v1.76.0"
+# Upstream's release asset: the same build, its files under packages/jaeger-ui/build/.
+JAEGER_UI_RELEASE_URL: Final = (
+    f"https://github.com/jaegertracing/jaeger-ui/releases/download/{JAEGER_UI_VERSION}/assets.tar.gz"
+)

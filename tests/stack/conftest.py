@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,36 @@ def collector_keep_all(stack: RunningStack, tmp_path_factory: pytest.TempPathFac
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+DEMO_SECONDS = 25
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    service: str
+    gateway_log: str
+    demo_output: str
+    ended_at: float
+
+
+@pytest.fixture(scope="session")
+def demo_run(stack: RunningStack, collector_keep_all: ExtraCollector, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[DemoRun]:
+    """The user's workflow once per session: `clawdbot-otel gateway` (exporting to the 100% collector) and
+    `clawdbot-otel demo` against it; the end-to-end and browser tests read what it left in the stores."""
+    tmp = tmp_path_factory.mktemp("e2e-gateway")
+    service = f"clawdbot-e2e-{uuid.uuid4().hex[:8]}"
+    args = ["--workspace", str(tmp / "clawd"), "--token", "e2e", "--time-scale", "0.05", "--heartbeat-stale-after", "2"]
+    with gateway_process(collector_keep_all.otlp_grpc, service, args, tmp) as gateway:
+        demo = subprocess.run(
+            [sys.executable, "-m", "clawdbot_otel.cli", "demo", "--duration", str(DEMO_SECONDS), "--gateway",
+             gateway.url, "--token", "e2e", "--seed", "7"],
+            env=gateway.env, capture_output=True, text=True, timeout=DEMO_SECONDS + 120, check=False)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        ended_at = time.time()
+        time.sleep(3)  # let watchers, gauges and the last export interval see the demo's end
+    yield DemoRun(service, gateway.log_path.read_text(), demo.stdout + demo.stderr, ended_at)
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,7 @@ The gateway sends to a collector whose sampling percentage is 100, so every trac
 
 from __future__ import annotations
 
-import dataclasses
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,9 +16,8 @@ from clawdbot_otel.conventions import METRICS, Kind
 from clawdbot_otel.presentation import DASHBOARDS, dashboard_json
 
 from .conftest import (
-    ExtraCollector,
+    DemoRun,
     RunningStack,
-    gateway_process,
     http_json,
     jaeger_spans,
     logsql,
@@ -33,33 +27,6 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.stack
-
-DEMO_SECONDS = 25
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoRun:
-    service: str
-    gateway_log: str
-    demo_output: str
-    ended_at: float
-
-
-@pytest.fixture(scope="module")
-def demo_run(stack: RunningStack, collector_keep_all: ExtraCollector, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[DemoRun]:
-    tmp = tmp_path_factory.mktemp("e2e-gateway")
-    service = f"clawdbot-e2e-{uuid.uuid4().hex[:8]}"
-    args = ["--workspace", str(tmp / "clawd"), "--token", "e2e", "--time-scale", "0.05", "--heartbeat-stale-after", "2"]
-    with gateway_process(collector_keep_all.otlp_grpc, service, args, tmp) as gateway:
-        demo = subprocess.run(
-            [sys.executable, "-m", "clawdbot_otel.cli", "demo", "--duration", str(DEMO_SECONDS), "--gateway",
-             gateway.url, "--token", "e2e", "--seed", "7"],
-            env=gateway.env, capture_output=True, text=True, timeout=DEMO_SECONDS + 120, check=False)
-        assert demo.returncode == 0, demo.stdout + demo.stderr
-        ended_at = time.time()
-        time.sleep(3)  # let watchers, gauges and the last export interval see the demo's end
-    yield DemoRun(service, gateway.log_path.read_text(), demo.stdout + demo.stderr, ended_at)
 
 
 def _series_name(spec: Any) -> str:
