@@ -26,7 +26,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, Response, sync_pl
 from clawdbot_otel.conventions import SPAN_CATEGORIES_BY_NAME, SPAN_CATEGORY_ATTRIBUTE
 from clawdbot_otel.stack import repo_root
 
-from .conftest import DemoRun, RunningStack, jaeger_spans, parent_of, wait_for
+from .conftest import DemoRun, RunningStack, jaeger_spans, logsql, parent_of, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -192,11 +192,37 @@ def test_a_trace_shows_request_session_tool_call_with_the_catalogues_names(
         with capsys.disabled():
             print(f"docs screenshot: {docs}")
 
-    # The trace's link to its logs in the log store, on this stack's port.
+    page.close()
+
+
+def test_a_traces_logs_link_opens_its_logs_in_the_log_store(
+    browser: BrowserContext, stack: RunningStack, demo_run: DemoRun, screenshots: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The icon beside a trace's title opens VictoriaLogs' web UI on `trace_id:<id>` over 30 days, showing
+    exactly the log records a LogsQL query for that trace id returns."""
+    def a_logged_trace() -> tuple[str, int] | None:
+        rows = logsql(stack.victorialogs, f'_time:1h "service.name":="{demo_run.service}" trace_id:* | '
+                      "stats by (trace_id) count() records | sort by (records desc) | limit 1")
+        return (rows[0]["trace_id"], int(rows[0]["records"])) if rows else None
+
+    trace_id, records = wait_for(a_logged_trace, 60, 2, "a demo trace with log records in VictoriaLogs")
+    page = browser.new_page()
+    page.goto(f"{stack.jaeger}/trace/{trace_id}")
     link = page.locator("a.TracePageHeader--back[target=_blank]")
     assert link.get_attribute("title") == "Logs of this trace (VictoriaLogs)"
-    href = link.get_attribute("href") or ""
-    assert f"trace_id%3A{trace_id}" in href, href
+    with browser.expect_page() as opened:
+        link.click()
+    logs = opened.value
+    assert logs.url.startswith(f"{stack.victorialogs}/select/vmui/"), logs.url
+    summary = logs.get_by_text("Total logs returned:")
+    summary.wait_for()
+    query_box = logs.locator("textarea").first
+    assert query_box.input_value() == f"trace_id:{trace_id}"
+    assert logs.get_by_text("Last 30 days").count() >= 1
+    assert summary.locator("xpath=..").inner_text().split(":")[-1].strip() == str(records)
+    _shot(logs, screenshots, "vmui-trace-logs.png", capsys)
+    logs.close()
     page.close()
 
 
@@ -210,4 +236,4 @@ def test_the_page_is_the_real_ui_with_this_projects_config(stack: RunningStack) 
     config, _end = json.JSONDecoder().raw_decode(html, html.index("JAEGER_CONFIG = ") + len("JAEGER_CONFIG = "))
     assert config["topTagPrefixes"][0] == "gen_ai."
     (logs_link,) = [p["url"] for p in config["linkPatterns"] if p["type"] == "traces"]
-    assert logs_link.startswith(f"{stack.info.victorialogs_url}/select/vmui/#/?query=trace_id%3A#{{traceID}}"), logs_link
+    assert logs_link.startswith(f"{stack.victorialogs}/select/vmui/#/?query=trace_id%3A#{{traceID}}"), logs_link
