@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import string
 import urllib.parse
@@ -179,13 +180,16 @@ def test_a_trace_shows_request_session_tool_call_with_the_catalogues_names(
     assert depths[0] < depths[1] < depths[2], (expected, depths)
     assert api.statuses(f"/api/traces/{trace_id}") == {200}
 
-    # A span's tags open with its GenAI attributes (ui-config.json's topTagPrefixes), for the tool span and
-    # for the session span (model, tokens, agent).
-    for row, span in ((positions[2], chain[2]), (positions[1], chain[1])):
+    # A span's tags open with its GenAI attributes (ui-config.json's topTagPrefixes): the session span's
+    # (agent, model, tokens), then, with the session's details closed again, the tool span's.
+    for row, span in ((positions[1], chain[1]), (positions[2], chain[2])):
         keys = _tag_keys_of(page, rows.nth(row))
         genai = sorted(k for k in span["tags_map"] if k.startswith("gen_ai."))
         assert len(genai) >= 3 and keys[: len(genai)] == genai, keys
-    _shot(page, screenshots, "jaeger-trace-session.png", capsys)
+        if row == positions[1]:
+            rows.nth(row).locator(".span-view").click()
+    assert page.locator(".detail-row").count() == 1
+    _shot(page, screenshots, "jaeger-trace-tool.png", capsys)
     if os.environ.get(DOCS_SCREENSHOT) == "1":
         docs = repo_root() / "docs" / "jaeger-ui.png"
         page.screenshot(path=str(docs))
@@ -215,12 +219,12 @@ def test_a_traces_logs_link_opens_its_logs_in_the_log_store(
         link.click()
     logs = opened.value
     assert logs.url.startswith(f"{stack.victorialogs}/select/vmui/"), logs.url
-    summary = logs.get_by_text("Total logs returned:")
-    summary.wait_for()
+    logs.get_by_text("Total logs returned:").wait_for()
     query_box = logs.locator("textarea").first
     assert query_box.input_value() == f"trace_id:{trace_id}"
     assert logs.get_by_text("Last 30 days").count() >= 1
-    assert summary.locator("xpath=..").inner_text().split(":")[-1].strip() == str(records)
+    shown = re.search(r"Total logs returned:\s*(\d+)", logs.locator("body").inner_text())
+    assert shown and int(shown[1]) == records, shown
     _shot(logs, screenshots, "vmui-trace-logs.png", capsys)
     logs.close()
     page.close()
