@@ -365,17 +365,17 @@ def _debian(
     found = os.environ.get(env_var) or next((p for n in names if (p := shutil.which(n))), None)
     if found is None and install and os.geteuid() == 0 and shutil.which("apt-get"):
         progress(f"{step} {label}: installing Debian package {package} (apt-get)…")
-        proc = subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", package],
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install_cmd = ["apt-get", "install", "-y", "--no-install-recommends", package]
+        proc = subprocess.run(install_cmd, env=apt_env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:  # a new machine has no package lists yet: fetch them once and try again
+            progress(f"{step} {label}: apt-get update, then installing {package} again…")
+            subprocess.run(["apt-get", "update", "-qq"], env=apt_env, capture_output=True, text=True, check=False)
+            proc = subprocess.run(install_cmd, env=apt_env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise StackError(
-                f"{label} not found and `apt-get install -y {package}` failed "
-                f"(run `apt-get update` first?):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+                f"{label} not found and `apt-get install -y {package}` failed, after `apt-get update` too:\n"
+                f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
             )
         found = next((p for n in names if (p := shutil.which(n))), None)
     if found is None:
