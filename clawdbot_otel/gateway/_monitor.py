@@ -95,8 +95,11 @@ class UpstreamMonitor:
             challenge = await self._recv(ws, self.open_timeout_s)
             if challenge.get("type") != "event" or challenge.get("event") != "connect.challenge":
                 raise ConnectionError(f"expected connect.challenge, got {str(challenge)[:120]}")
+            # Alive from here; with a token, only once the handshake has told the upstream's uptime, so
+            # that the probe's own few milliseconds are never reported as the gateway's uptime.
+            handshaken = self.token is not None and await self._handshake(ws)
             self._seen()
-            if self.token is None or not await self._handshake(ws):
+            if not handshaken:
                 self._uptime_base = None
                 await ws.close()
                 await asyncio.sleep(self.probe_interval_s)
