@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._build import Binaries, StackError, build_all, cache_dir, find_binaries, repo_root
 from ._cli import otlp_export_line, register
 from ._launch import (
+    AlertConfig,
     Ports,
     ServerStatus,
     StackInfo,
@@ -42,6 +43,7 @@ __all__ = [
     "JAEGER_VERSION",
     "PROMETHEUS_VERSION",
     "VICTORIALOGS_VERSION",
+    "AlertConfig",
     "Binaries",
     "Ports",
     "ServerStatus",

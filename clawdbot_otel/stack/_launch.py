@@ -5,7 +5,8 @@ State lives in one directory (default <cache>/stack, or $CLAWDBOT_OTEL_STACK_DIR
   data/<server>/     Prometheus TSDB, VictoriaLogs partitions (one folder per retention class),
                      Jaeger's Badger store, Alertmanager silences, the collector's persistent queues
   logs/<server>.log  stdout+stderr of each server (truncated by each `up`)
-  config/prometheus/ prometheus.yml and rules copied from deploy/, plus file_sd targets for these ports
+  config/prometheus/ prometheus.yml and rules copied from deploy/ (or from `up(alerts=...)`), plus file_sd
+                     targets for these ports; Prometheus re-reads the rules on SIGHUP
   config/jaeger/     the Jaeger UI config from deploy/jaeger, its links moved to these ports
 
 The configuration files are the repository's own (otel-collector/config.yaml, deploy/*), the same files
@@ -45,6 +46,7 @@ from ._jaeger_ui import installed_jaeger_ui
 __all__ = [
     "PORT_OFFSET_ENV",
     "STACK_DIR_ENV",
+    "AlertConfig",
     "Ports",
     "ServerStatus",
     "StackInfo",
@@ -187,6 +189,33 @@ class StackInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class AlertConfig:
+    """The alert rules Prometheus loads and the routing Alertmanager uses; None = the repository's deploy/ files.
+
+    rules_dir: a folder of Prometheus rule files (*.yml), copied in place of deploy/prometheus/rules/.
+    alertmanager_config: an alertmanager.yml used in place of deploy/alertmanager/alertmanager.yml.
+    resend_delay_s: Prometheus' `--rules.alert.resend-delay` (its default: 1 minute), how soon a firing
+        or resolved alert is sent to Alertmanager again; a send lost while Prometheus reloads waits that long.
+    """
+
+    rules_dir: Path | None = None
+    alertmanager_config: Path | None = None
+    resend_delay_s: float | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any] | None) -> AlertConfig:
+        data = data or {}
+        return cls(
+            rules_dir=Path(data["rules_dir"]) if data.get("rules_dir") else None,
+            alertmanager_config=Path(data["alertmanager_config"]) if data.get("alertmanager_config") else None,
+            resend_delay_s=data.get("resend_delay_s"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerStatus:
     name: str
     pid: int | None
@@ -218,9 +247,10 @@ def stack_dir(path: Path | None = None) -> Path:
 # ------------------------------------------------------------------------------------ server commands
 
 
-def _write_prometheus_config(repo: Path, conf_dir: Path, ports: Ports) -> Path:
-    """Copy deploy/prometheus (config + rules) and write file_sd targets for this port set."""
+def _write_prometheus_config(repo: Path, conf_dir: Path, ports: Ports, rules_dir: Path | None = None) -> Path:
+    """Copy deploy/prometheus (config + rules, or `rules_dir`'s) and write file_sd targets for this port set."""
     src = repo / "deploy" / "prometheus"
+    rules = rules_dir or src / "rules"
     if conf_dir.exists():
         shutil.rmtree(conf_dir)
     (conf_dir / "targets").mkdir(parents=True)
@@ -230,8 +260,8 @@ def _write_prometheus_config(repo: Path, conf_dir: Path, ports: Ports) -> Path:
     local = f"http://127.0.0.1:{ports.prometheus_longterm}/api/v1/write"
     (conf_dir / "prometheus.yml").write_text(config.replace(LONG_TERM_WRITE_URL, local))
     shutil.copy2(src / "longterm.yml", conf_dir / "longterm.yml")
-    if (src / "rules").is_dir():
-        shutil.copytree(src / "rules", conf_dir / "rules")
+    if rules.is_dir():
+        shutil.copytree(rules, conf_dir / "rules")
     targets = {
         "prometheus": [ports.prometheus],
         "otel-collector": [ports.collector_metrics],
@@ -328,10 +358,12 @@ def _jaeger_files_env(repo: Path, root: Path, ports: Ports) -> dict[str, str]:
     return env
 
 
-def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env: Mapping[str, str]) -> list[_Server]:
+def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env: Mapping[str, str],
+             *, alerts: AlertConfig) -> list[_Server]:
     data = root / "data"
     base = dict(os.environ)
-    prom_config = _write_prometheus_config(repo, root / "config" / "prometheus", ports)
+    prom_config = _write_prometheus_config(repo, root / "config" / "prometheus", ports, alerts.rules_dir)
+    alertmanager_config = alerts.alertmanager_config or repo / "deploy" / "alertmanager" / "alertmanager.yml"
     loopback = "127.0.0.1"
     return [
         *_victorialogs_servers(binaries, data, ports, base),
@@ -369,6 +401,8 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
                 "--storage.tsdb.retention.time=7d",
                 f"--web.listen-address={loopback}:{ports.prometheus}",
                 "--web.enable-remote-write-receiver",
+                *([f"--rules.alert.resend-delay={int(alerts.resend_delay_s * 1000)}ms"]
+                  if alerts.resend_delay_s is not None else []),
             ],
             base,
             f"http://{loopback}:{ports.prometheus}/-/ready",
@@ -394,7 +428,7 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
             "alertmanager",
             [
                 str(binaries.alertmanager),
-                f"--config.file={repo / 'deploy' / 'alertmanager' / 'alertmanager.yml'}",
+                f"--config.file={alertmanager_config}",
                 f"--storage.path={data / 'alertmanager'}",
                 f"--web.listen-address={loopback}:{ports.alertmanager}",
                 "--cluster.listen-address=",  # no clustering: no gossip port (default 9094)
@@ -565,10 +599,14 @@ def up(
     ports: Ports | None = None,
     binaries: Binaries | None = None,
     collector_extra_env: Mapping[str, str] | None = None,
+    alerts: AlertConfig | None = None,
     timeout: float = 120.0,
     progress: Progress = _stderr,
 ) -> StackInfo:
     """Start every server, wait until all are ready, record them in state.json.
+
+    `alerts` replaces the alert rules and routing the servers load (default: deploy/'s); tests use it for
+    fire-drill copies (`clawdbot_otel.presentation.write_drill_config`).
 
     Idempotent: if this stack directory's servers are all running and healthy, returns them. On any failure
     the servers started here are stopped again and StackError says why (with the log tail). The outcome is
@@ -578,7 +616,7 @@ def up(
     try:
         ports = ports or Ports.from_env()
         stack, started = _up(root, ports=ports, binaries=binaries, collector_extra_env=collector_extra_env or {},
-                             timeout=timeout, progress=progress)
+                             alerts=alerts or AlertConfig(), timeout=timeout, progress=progress)
     except BaseException as exc:
         reason = str(exc).partition("\n")[0] or type(exc).__name__  # the first line: no log tail
         _audit_stack("stack.start", root, ports, {}, outcome="failure", error=type(exc).__name__, reason=reason)
@@ -593,6 +631,7 @@ def _up(
     ports: Ports,
     binaries: Binaries | None,
     collector_extra_env: Mapping[str, str],
+    alerts: AlertConfig,
     timeout: float,
     progress: Progress,
 ) -> tuple[StackInfo, bool]:
@@ -615,7 +654,7 @@ def _up(
     for sub in ("data/victorialogs", "data/prometheus", "data/prometheus-longterm", "data/alertmanager",
                 "data/otel-collector", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    servers = _servers(binaries, repo, root, ports, collector_extra_env)
+    servers = _servers(binaries, repo, root, ports, collector_extra_env, alerts=alerts)
     check_ports_free({s.name: s.ports for s in servers})
 
     started = time.monotonic()
@@ -625,7 +664,7 @@ def _up(
         for server in servers:
             procs[server.name] = _start(server, root / "logs")
             record[server.name] = (procs[server.name].pid, server.argv[0])
-        _write_state(root, ports, servers, procs, collector_extra_env)
+        _write_state(root, ports, servers, procs, collector_extra_env, alerts=alerts)
         progress(f"stack up: started {len(procs)} servers, waiting until ready…")
         pending = {s.name: s for s in servers}
         last: dict[str, str] = {}
@@ -669,12 +708,15 @@ def _write_state(
     servers: list[_Server],
     procs: Mapping[str, subprocess.Popen[bytes]],
     collector_extra_env: Mapping[str, str],
+    *,
+    alerts: AlertConfig,
 ) -> None:
     state = {
         "started_at": time.time(),
         "ports": dataclasses.asdict(ports),
-        # What `stack start NAME` needs to rebuild a server's command line (the sampling knobs).
+        # What `stack start NAME` needs to rebuild a server's command line (the sampling knobs, the alert files).
         "collector_extra_env": dict(collector_extra_env),
+        "alerts": alerts.to_state(),
         "servers": {
             s.name: {
                 "pid": procs[s.name].pid,
@@ -769,7 +811,8 @@ def start_server(
     if recorded.get("pid") and _is_ours(int(recorded["pid"]), recorded["argv"][0]):
         raise StackError(f"{name} is already running (pid {recorded['pid']}): `clawdbot-otel stack stop {name}` first")
     ports = Ports(**state["ports"])
-    servers = _servers(binaries or find_binaries(), repo_root(), root, ports, state.get("collector_extra_env", {}))
+    servers = _servers(binaries or find_binaries(), repo_root(), root, ports, state.get("collector_extra_env", {}),
+                       alerts=AlertConfig.from_state(state.get("alerts")))
     server = next(s for s in servers if s.name == name)
     check_ports_free({server.name: server.ports})
     proc = _start(server, root / "logs")

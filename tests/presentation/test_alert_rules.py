@@ -1,14 +1,13 @@
 """The design's alerts, evaluated by the real Prometheus rule engine (`promtool test rules`) and routed by
-the real Alertmanager configuration (`amtool`; its time intervals evaluated here against the design's table)."""
+the real Alertmanager configuration (`amtool`; its business hours are asked of a running Alertmanager in
+test_alert_business_hours.py)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -159,56 +158,6 @@ def test_every_rule_severity_has_a_route_of_its_own() -> None:
     unrouted = {rule["alert"]: rule.get("labels", {}).get("severity") for rule in rules
                 if rule.get("labels", {}).get("severity") not in DESIGN_RECEIVERS}
     assert not unrouted, f"alerts whose severity has no route: {unrouted}"
-
-
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-def _weekdays(spec: str) -> set[int]:
-    first, _, last = spec.partition(":")
-    return set(range(_WEEKDAYS.index(first), _WEEKDAYS.index(last or first) + 1))
-
-
-def _minute_of_day(hhmm: str) -> int:
-    hours, minutes = hhmm.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
-def _matches(interval: dict[str, Any], at: datetime) -> bool:
-    """Alertmanager's time_interval semantics: every field given must match; times are [start, end)."""
-    unknown = set(interval) - {"weekdays", "times", "location"}
-    assert not unknown, f"this test evaluates weekdays, times and location only, not {sorted(unknown)}"
-    local = at.astimezone(ZoneInfo(interval.get("location", "UTC")))
-    if "weekdays" in interval and local.weekday() not in set().union(*map(_weekdays, interval["weekdays"])):
-        return False
-    if "times" not in interval:
-        return True
-    minute = local.hour * 60 + local.minute
-    return any(_minute_of_day(t["start_time"]) <= minute < _minute_of_day(t["end_time"]) for t in interval["times"])
-
-
-def _off_hours() -> list[dict[str, Any]]:
-    intervals: list[dict[str, Any]] = next(
-        ti["time_intervals"] for ti in _alertmanager()["time_intervals"] if ti["name"] == "off-hours")
-    return intervals
-
-
-def test_off_hours_are_the_complement_of_the_designs_business_hours() -> None:
-    # Minute by minute over a week, in the zone the intervals are written for: off-hours exactly when it is
-    # not weekday 09:00-18:00 (the design's "Weekday (9am-6pm)" column).
-    intervals = _off_hours()
-    zones = {i.get("location", "UTC") for i in intervals}
-    assert len(zones) == 1, f"off-hours mixes time zones: {zones}"
-    zone = ZoneInfo(zones.pop())
-    monday = datetime(2026, 3, 2, tzinfo=zone).astimezone(UTC)  # 2026-03-02 is a Monday
-    wrong = []
-    for minute in range(7 * 24 * 60):
-        at = monday + timedelta(minutes=minute)
-        local = at.astimezone(zone)
-        business = local.weekday() < 5 and 9 <= local.hour < 18
-        if any(_matches(i, at) for i in intervals) == business:
-            wrong.append(local.strftime("%a %H:%M"))
-    assert not wrong, f"off-hours wrong at {wrong[:5]} ... ({len(wrong)} minutes)"
 
 
 def test_only_warnings_follow_the_business_hours() -> None:

@@ -7,7 +7,8 @@ cannot be built or started.
 
 Environment:
   CLAWDBOT_OTEL_TEST_PORT_OFFSET  port shift of the test stack (default 15000: 4317 -> 19317, ...). Every
-                                  shifted port (plus the +200 the tests add) stays below 32768, where Linux
+                                  shifted port (plus the +300 the tests add: a second collector at +100,
+                                  the alert drill's own stack at +300) stays below 32768, where Linux
                                   starts handing out ephemeral ports: a client socket of the same machine
                                   cannot take one of ours in the middle of a run.
 """
