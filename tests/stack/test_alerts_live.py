@@ -41,7 +41,18 @@ import pytest
 
 from clawdbot_otel.presentation import ALERTS, DrillFiles, DrillTiming, write_drill_config
 from clawdbot_otel.simulation import GatewayClient, GatewayError
-from clawdbot_otel.stack import AlertConfig, Ports, StackError, StackInfo, build_all, down, repo_root, up
+from clawdbot_otel.stack import (
+    AlertConfig,
+    Ports,
+    StackError,
+    StackInfo,
+    build_all,
+    down,
+    repo_root,
+    start_server,
+    stop_server,
+    up,
+)
 from tests.presentation.alertmanager import WebhookReceiver
 
 from .conftest import TEST_PORT_OFFSET, GatewayProcess, gateway_process, http_json, wait_for
@@ -365,3 +376,18 @@ def test_alerts_command_shows_the_drills_alerts_and_fails_in_one_line_without_a_
     assert proc.stderr == (
         f"clawdbot-otel alerts: Prometheus at http://127.0.0.1:{dead} is not reachable (Connection refused): "
         "start the stack (`clawdbot-otel stack up`) or point --prometheus at yours\n")
+
+
+def test_a_server_started_again_keeps_the_drills_alert_files(drill: Drill) -> None:
+    # `stack stop|start NAME` rebuilds the command line from state.json: the alert files come with it.
+    root = drill.info.stack_dir
+    for name in ("prometheus", "alertmanager"):
+        assert stop_server(name, root)
+        start_server(name, root)
+    status, body = http_json(f"{drill.info.prometheus_url}/api/v1/rules", {"type": "alert"})
+    assert status == 200, body
+    durations = {r["name"]: r["duration"] for g in body["data"]["groups"] for r in g["rules"]}
+    assert durations["GatewayDown"] == TIMING.for_s
+    status, body = http_json(f"{drill.info.alertmanager_url}/api/v2/status")
+    assert status == 200, body
+    assert drill.receiver.url in body["config"]["original"]
