@@ -118,6 +118,7 @@ def _ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"Alertmanager not ready:\n{log.read_text()[-2000:]}")
 
 
+@pytest.mark.tools
 def test_alertmanager_routes_warnings_by_the_designs_business_hours(tmp_path: Path) -> None:
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if binary is None:

@@ -97,6 +97,7 @@ def _alert_rules(text: str) -> dict[str, dict[str, object]]:
     return {r["alert"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r}
 
 
+@pytest.mark.tools
 def test_drill_rules_only_shorten_the_waits_and_replace_the_thresholds_asked_for(tmp_path: Path) -> None:
     production = (RULES_DIR / "clawdbot.yml").read_text()
     drilled = drill_rules_yaml(production, thresholds={"HighMemoryUsage": 0.01})
@@ -115,6 +116,7 @@ def test_drill_rules_only_shorten_the_waits_and_replace_the_thresholds_asked_for
         drill_rules_yaml(production, thresholds={"HighMemoryUsag": 0.01})
 
 
+@pytest.mark.tools
 def test_drill_routing_sends_each_severity_to_the_productions_receivers_by_webhook(tmp_path: Path) -> None:
     files = write_drill_config(tmp_path, rules_dir=RULES_DIR, alertmanager_config=ALERTMANAGER,
                                webhook_url="http://127.0.0.1:9/hook")
