@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from .collect._cli import register as register_watch_openclaw
 from .gateway import register as register_gateway
 from .logfiles import register as register_logs
 from .presentation import catalogue_dict, catalogue_markdown, register_log_search
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gateway(sub)
     register_log_search(register_logs(sub), default_url=_log_store_url)
     register_stack(sub)
+    register_watch_openclaw(sub)
     return parser
 
 

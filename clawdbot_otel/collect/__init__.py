@@ -16,6 +16,7 @@ from __future__ import annotations
 from ._gauges import GaugeCallbacks
 from .heartbeats import TaskHeartbeatWatcher
 from .inbox import InboxWatcher
+from .openclaw_state import OpenClawStateWatcher, openclaw_state_dir
 from .resources import ResourceSampler
 from .scheduler import JobRun, SchedulerInstrumentation
 from .spawn_queue import SpawnQueueWatcher
@@ -25,9 +26,11 @@ __all__ = [
     "GaugeCallbacks",
     "InboxWatcher",
     "JobRun",
+    "OpenClawStateWatcher",
     "ResourceSampler",
     "SchedulerInstrumentation",
     "SpawnQueueWatcher",
     "TaskHeartbeatWatcher",
     "TaskInstrumentation",
+    "openclaw_state_dir",
 ]
