@@ -47,8 +47,9 @@ def _watch(args: argparse.Namespace) -> int:
     try:
         if args.once:
             watcher.scan_once()
-            sys.stdout.write(f"clawdbot-otel watch-openclaw: read {folder} once "
-                             f"({watcher.cpu_s_last_poll * 1000:.1f} ms CPU)\n")
+            counts = watcher.counts
+            sys.stdout.write(f"clawdbot-otel watch-openclaw: read {folder}: {counts['runs']} automation run(s), "
+                             f"{counts['tasks']} task(s), model usage of {counts['usage']} run(s) reported\n")
             return 0
         sys.stdout.write(f"clawdbot-otel watch-openclaw: reading {folder} every {args.interval:g} s\n")
         sys.stdout.flush()

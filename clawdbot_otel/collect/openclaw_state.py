@@ -43,6 +43,7 @@ import os
 import re
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ from typing import Any
 import orjson
 
 from clawdbot_otel._facade import Telemetry
-from clawdbot_otel._spans import model_family
+from clawdbot_otel._spans import SpanHandle, model_family
 from clawdbot_otel.paths import state_dir as clawdbot_state_dir
 
 from ._polling import PollingWatcher
@@ -85,6 +86,8 @@ _NEEDED_AGENT: Mapping[str, tuple[str, ...]] = {
 #: A run that finished this long before the newest one seen is still looked for (late commits).
 LOOKBACK_MS = 10 * 60 * 1000
 _ERROR_TEXT_MAX = 512
+_MAX_AGENT_RUNS = 1000
+_CRON_SESSION = re.compile(r"agent:[^:]+:cron:(?P<job>[^:]+)")
 _TIMEOUT_TEXT = re.compile(r"time(d)?[ _-]?out", re.IGNORECASE)
 _MODEL_TEXT = re.compile(r"\b(model|provider)\b", re.IGNORECASE)
 # OpenClaw task statuses -> the catalogue's status label (anything else folds into `other`).
@@ -232,6 +235,30 @@ class _Receipt:
     error_text: str | None
 
 
+@dataclass(slots=True)
+class _AgentRun:
+    """An agent run an automation started, from its trajectory events."""
+
+    run_id: str
+    job_id: str
+    session_key: str
+    started_ms: int
+    ended_ms: int | None = None
+    status: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+def _usage(usage_json: str | None) -> dict[str, Any] | None:
+    """`data.usage` of a model.completed event ({input, output, cacheRead, cacheWrite, cost: {total}})."""
+    try:
+        usage = orjson.loads(usage_json) if usage_json else None
+    except orjson.JSONDecodeError:
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
 def _status_of_receipt(status: str, error_text: str | None) -> tuple[str, str | None]:
     """(catalogue status, error_type) of a finished cron run receipt."""
     if status == "ok":
@@ -248,7 +275,8 @@ def _status_of_receipt(status: str, error_text: str | None) -> tuple[str, str | 
 class OpenClawStateWatcher(PollingWatcher):
     """Polls OpenClaw's state databases (see the module docstring). `scan_once()` never raises."""
 
-    __slots__ = ("_active", "_checkpoint", "_refused", "_scheduled", "_scheduler", "_tasks", "cpu_s_last_poll",
+    __slots__ = ("_active", "_agent_runs", "_checkpoint", "_refused", "_run_rowids", "_scheduled", "_scheduler",
+                 "_tasks", "counts", "cpu_s_last_poll",
                  "cpu_s_max_poll", "now", "openclaw_dir", "polls", "proxy_counted", "usage_settle_s")
 
     source = "openclaw_state"
@@ -274,9 +302,13 @@ class OpenClawStateWatcher(PollingWatcher):
         self._scheduler = SchedulerInstrumentation(telemetry, now=now)
         self._tasks = TaskInstrumentation(telemetry, now=now)
         self._active = 0
+        self._agent_runs: OrderedDict[str, _AgentRun] = OrderedDict()
+        self._run_rowids: dict[str, int] = {}
         self._scheduled: set[str] = set()  # job names with a next run reported
         self._refused: dict[str, str] = {}  # db path -> the refusal already logged
         self.polls = 0
+        #: What this watcher reported since it was made: automation runs, tasks (and flows), model-usage runs.
+        self.counts = {"runs": 0, "tasks": 0, "usage": 0}
         self.cpu_s_last_poll = 0.0
         self.cpu_s_max_poll = 0.0
 
@@ -297,9 +329,10 @@ class OpenClawStateWatcher(PollingWatcher):
         cpu0 = time.thread_time()
         changed = False
         try:
-            changed |= self._read(self.state_db, KNOWN_STATE_SCHEMAS, _NEEDED_STATE, self._read_state)
+            # Agent databases first: an automation's agent run is known before its receipt is reported.
             for db in self.agent_dbs():
                 changed |= self._read(db, KNOWN_AGENT_SCHEMAS, _NEEDED_AGENT, self._read_agent)
+            changed |= self._read(self.state_db, KNOWN_STATE_SCHEMAS, _NEEDED_STATE, self._read_state)
             if changed:
                 self._checkpoint.save()
         finally:
@@ -371,6 +404,7 @@ class OpenClawStateWatcher(PollingWatcher):
             if not ledger.fresh(receipt.receipt_id):
                 continue
             self._report_run(names.get(receipt.job_id, receipt.job_id), receipt)
+            self.counts["runs"] += 1
             ledger.add(receipt.receipt_id, receipt.finished_ms)
             changed = True
         return changed
@@ -394,6 +428,7 @@ class OpenClawStateWatcher(PollingWatcher):
             handle.set("clawdbot.status", status)
         else:
             handle.set_status(label, error or status, error_type)
+        self._report_agent_runs(handle, receipt)
         handle.end(finished_ms * 1_000_000)
         telemetry.increment("scheduler_jobs_total", {"job_name": name, "status": label})
         telemetry.histogram("scheduler_job_latency_seconds", duration_s, {"job_name": name})
@@ -405,6 +440,29 @@ class OpenClawStateWatcher(PollingWatcher):
                           "job_name": name, "job_id": job_id, "trigger": trigger, "status": label,
                           "openclaw_status": status, "run_id": request_run_id, "error": error,
                           "started_at_ms": started_ms, "finished_at_ms": finished_ms})
+
+    def _report_agent_runs(self, job: SpanHandle, receipt: _Receipt) -> None:
+        """The agent run(s) this automation run started, as `session` spans under its job span."""
+        for run_id, run in list(self._agent_runs.items()):
+            if run.job_id != receipt.job_id or not receipt.started_ms <= run.started_ms <= receipt.finished_ms:
+                continue
+            del self._agent_runs[run_id]
+            session = self.telemetry.session_span(
+                run.session_key.split(":")[1], model=run.model, provider=run.provider, session_key=run.session_key,
+                run_id=run_id, parent=job, start_time=run.started_ms * 1_000_000).start()
+            usage = run.usage or {}
+            for attribute, field in (("gen_ai.usage.input_tokens", "input"), ("gen_ai.usage.output_tokens", "output"),
+                                     ("gen_ai.usage.cache_read.input_tokens", "cacheRead"),
+                                     ("gen_ai.usage.cache_creation.input_tokens", "cacheWrite")):
+                if isinstance(usage.get(field), int):
+                    session.set(attribute, usage[field])
+            end_ms = run.ended_ms if run.ended_ms is not None else receipt.finished_ms
+            session.set("clawdbot.session.duration_s", (end_ms - run.started_ms) / 1000.0)
+            if run.status in (None, "success"):
+                session.set_status("success")
+            else:
+                session.set_status("failure", f"agent run {run.status}", "model")
+            session.end(end_ms * 1_000_000)
 
     def _read_tasks(self, conn: sqlite3.Connection) -> bool:
         ledger = self._checkpoint.tasks
@@ -420,6 +478,7 @@ class OpenClawStateWatcher(PollingWatcher):
             duration_s = (ended_ms - started_ms) / 1000.0 if started_ms is not None else None
             self._tasks.complete(task_id, _TASK_STATUS.get(status, status), runtime or "other",
                                  duration_s=duration_s, latency_s=(ended_ms - created_ms) / 1000.0)
+            self.counts["tasks"] += 1
             ledger.add(task_id, ended_ms)
             changed = True
         return changed
@@ -437,13 +496,45 @@ class OpenClawStateWatcher(PollingWatcher):
                 continue
             self._tasks.complete(flow_id, _TASK_STATUS.get(status, status), "flow",
                                  latency_s=(ended_ms - created_ms) / 1000.0)
+            self.counts["tasks"] += 1
             ledger.add(flow_id, ended_ms)
             changed = True
         return changed
 
     # --- per-agent databases: model usage ---------------------------------------------------------
     def _read_agent(self, conn: sqlite3.Connection, db: Path) -> bool:
-        key = str(db)
+        self._read_automation_runs(conn, str(db))
+        return self._read_usage(conn, str(db))
+
+    def _read_automation_runs(self, conn: sqlite3.Connection, key: str) -> None:
+        """Agent runs that automations started (session key `agent:<id>:cron:<job id>:run:...`), kept for the
+        job span of the run's receipt. In memory only: after a restart a run already read is not linked."""
+        after = self._run_rowids.get(key, 0)
+        rows = conn.execute(
+            "SELECT rowid, run_id, created_at, json_extract(event_json, '$.type'), "
+            "json_extract(event_json, '$.sessionKey'), json_extract(event_json, '$.modelId'), "
+            "json_extract(event_json, '$.provider'), json_extract(event_json, '$.data.status'), "
+            "json_extract(event_json, '$.data.usage') FROM trajectory_runtime_events WHERE rowid > ? AND "
+            "json_extract(event_json, '$.type') IN ('session.started', 'session.ended', 'model.completed') "
+            "AND json_extract(event_json, '$.sessionKey') LIKE 'agent:%:cron:%' ORDER BY rowid", (after,))
+        for rowid, run_id, created_ms, kind, session_key, model, provider, status, usage_json in rows:
+            self._run_rowids[key] = rowid
+            match = _CRON_SESSION.match(session_key or "")
+            if match is None or not run_id:
+                continue
+            run = self._agent_runs.get(run_id)
+            if run is None:
+                run = self._agent_runs[run_id] = _AgentRun(run_id, match["job"], session_key, created_ms)
+                while len(self._agent_runs) > _MAX_AGENT_RUNS:
+                    self._agent_runs.popitem(last=False)
+            run.model = run.model or model
+            run.provider = run.provider or provider
+            if kind == "session.ended":
+                run.ended_ms, run.status = created_ms, status
+            elif kind == "model.completed":
+                run.usage = _usage(usage_json) or run.usage
+
+    def _read_usage(self, conn: sqlite3.Connection, key: str) -> bool:
         after = self._checkpoint.usage_rowids.get(key, 0)
         settled_ms = int((self.now() - self.usage_settle_s) * 1000)
         rows = conn.execute(
@@ -458,17 +549,15 @@ class OpenClawStateWatcher(PollingWatcher):
             if run_id and self.proxy_counted is not None and self.proxy_counted(run_id):
                 continue
             self._report_usage(model, usage_json)
+            self.counts["usage"] += 1
         if last == after:
             return False
         self._checkpoint.usage_rowids[key] = last
         return True
 
     def _report_usage(self, model: str | None, usage_json: str | None) -> None:
-        try:
-            usage = orjson.loads(usage_json) if usage_json else None
-        except orjson.JSONDecodeError:
-            usage = None
-        if not isinstance(usage, dict):
+        usage = _usage(usage_json)
+        if usage is None:
             return
         family = model_family(model)
         for token_type, key in (("input", "input"), ("output", "output"), ("cache_read", "cacheRead"),
