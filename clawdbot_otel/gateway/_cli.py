@@ -140,8 +140,8 @@ def _openclaw_state_folder(args: argparse.Namespace) -> tuple[Path | None, str |
     folder = openclaw_state_dir(args.openclaw_state)
     host = urllib.parse.urlsplit(args.upstream).hostname or ""
     if args.openclaw_state is None and host not in _LOOPBACK_HOSTS:
-        return None, (f"upstream {host} is not on this machine; its automations are seen only while a client is "
-                      "connected (pass --openclaw-state DIR if its state is here)")
+        return None, (f"upstream {host} is not on this machine, so its OpenClaw state is not read: automations are "
+                      "seen only while a client is connected (pass --openclaw-state DIR if its state is here)")
     if not (folder / "state").is_dir():
         return None, (f"no OpenClaw state in {folder}; automations are seen only while a client is connected "
                       "(pass --openclaw-state DIR)")

@@ -1,0 +1,61 @@
+"""The real OpenClaw gateway's automations, run with nobody connected to our proxy, arrive in Prometheus and
+Jaeger through the native stack: `clawdbot-otel gateway --upstream` reads the upstream's state folder.
+
+The stack's collector samples traces (10 %); the failed run's trace is kept by the tail-sampling rule that
+keeps every trace with an ERROR span.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.collect.openclaw_automations import Automation
+from tests.openclaw.harness import OpenClawGateway
+
+from .conftest import RunningStack, gateway_process, jaeger_spans, prom_query, wait_for
+
+pytestmark = [pytest.mark.stack, pytest.mark.openclaw, pytest.mark.timeout(1500)]
+
+
+def test_automations_run_with_no_client_connected_show_in_prometheus_and_jaeger(
+    stack: RunningStack, cron_gateway: OpenClawGateway, automations: dict[str, Automation], tmp_path: Path,
+) -> None:
+    service = f"clawdbot-openclaw-state-{uuid.uuid4().hex[:8]}"
+    args = ["--upstream", cron_gateway.url, "--openclaw-state", str(cron_gateway.home / ".openclaw"),
+            "--openclaw-state-interval", "1", "--workspace", str(tmp_path / "clawd")]
+    extra = {"OPENCLAW_GATEWAY_TOKEN": cron_gateway.token, "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    job = f'job="{service}"'
+    ok, fail, model, disabled = (automations[k] for k in ("ok", "fail", "model", "disabled"))
+    with gateway_process(stack.otlp_grpc, service, args, tmp_path, extra) as gateway:
+        assert (f"clawdbot-otel gateway: reading OpenClaw state in {cron_gateway.home / '.openclaw'} every 1 s"
+                in gateway.log_path.read_text())
+
+        def runs() -> dict[tuple[str, str], float]:
+            rows = prom_query(stack, f"scheduler_jobs_total{{{job}}}")
+            return {(r["metric"]["job_name"], r["metric"]["status"]): float(r["value"][1]) for r in rows}
+
+        expected = {(ok.name, "success"): float(len(ok.runs)), (fail.name, "failure"): float(len(fail.runs)),
+                    (model.name, "failure"): float(len(model.runs))}
+        wait_for(lambda: {k: v for k, v in runs().items() if k[0].startswith("nightly-")} == expected, 90, 2,
+                 f"runs by job and status {expected} in Prometheus")
+        for automation in (ok, fail, model):
+            rows = prom_query(stack, f'scheduler_job_latency_seconds_sum{{{job},job_name="{automation.name}"}}')
+            assert float(rows[0]["value"][1]) == pytest.approx(sum(r["durationMs"] for r in automation.runs) / 1000,
+                                                               abs=1e-9)
+        next_runs = {r["metric"]["job_name"] for r in prom_query(stack, f"scheduler_next_run_seconds{{{job}}}")}
+        assert {ok.name, fail.name, model.name} <= next_runs and disabled.name not in next_runs
+
+        def failed_run_span() -> dict[str, Any] | None:
+            for span in jaeger_spans(stack, service):
+                if span["operationName"] == f"cron.job {fail.name}":
+                    return span
+            return None
+
+        span = wait_for(failed_run_span, 90, 2, "the failed run's job span in Jaeger")
+    (run,) = fail.runs
+    assert (span["startTime"], span["duration"]) == (run["runAtMs"] * 1000, run["durationMs"] * 1000)
+    assert span["tags_map"]["error.type"] == "runtime" and span["tags_map"]["otel.status_code"] == "ERROR"
