@@ -15,9 +15,10 @@ What is read (OpenClaw 2026.9.x, state schema 18, agent schema 23):
   of those only the model, provider, run id and `data.usage` (extracted in SQL: message content never
   leaves the database). The auth-profile tables of that database are never touched.
 
-How: each database is opened per poll with a `file:...?mode=ro` URI, `PRAGMA query_only`, and no busy
-wait (timeout 0); its reads run in one short deferred transaction (one consistent WAL snapshot) and the
-connection is closed before the next database. A busy or locked database is counted
+How: each database is opened with a `file:...?mode=ro` URI, `PRAGMA query_only`, and no busy wait
+(timeout 0); a poll's reads of it run in one short deferred transaction (one consistent WAL snapshot),
+ended before the next database is read. Between polls the connection stays open with no transaction
+(no lock), so the schema is not parsed again at every poll. A busy or locked database is counted
 (`clawdbot_otel_source_errors_total{source="openclaw_state", reason="busy"}`) and read at the next
 poll. A database whose `PRAGMA user_version` is newer than the versions this module knows is refused
 (reason `schema_unknown`, one ERROR log per database and version), as is one without the expected
@@ -84,7 +85,7 @@ _NEEDED_AGENT: Mapping[str, tuple[str, ...]] = {
     "trajectory_runtime_events": ("session_id", "run_id", "event_json", "created_at"),
 }
 #: A run that finished this long before the newest one seen is still looked for (late commits).
-LOOKBACK_MS = 10 * 60 * 1000
+LOOKBACK_MS = 2 * 60 * 1000
 _ERROR_TEXT_MAX = 512
 _MAX_AGENT_RUNS = 1000
 _CRON_SESSION = re.compile(r"agent:[^:]+:cron:(?P<job>[^:]+)")
@@ -114,25 +115,55 @@ class _Refused(Exception):
         self.reason = reason
 
 
-@contextlib.contextmanager
-def _read_snapshot(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection inside one deferred transaction; closed on leaving. Never waits for a lock."""
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0,
-                               isolation_level=None, check_same_thread=False)
-    except sqlite3.OperationalError as exc:
-        raise _busy_or(exc) from exc
-    try:
-        conn.execute("PRAGMA query_only = 1")
-        conn.execute("BEGIN")
-        yield conn
-    except sqlite3.OperationalError as exc:
-        raise _busy_or(exc) from exc
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-        conn.close()
+class _Database:
+    """One of OpenClaw's databases, read-only. The connection stays open between polls (no transaction, so
+    no lock: in WAL mode an idle reader holds nothing) so that SQLite does not parse the ~100-table schema
+    again at every poll; a file replaced under the same path (restore, quarantine) is reopened."""
+
+    __slots__ = ("_conn", "_identity", "_schema_cookie", "known", "needed", "path")
+
+    def __init__(self, path: Path, known: range, needed: Mapping[str, tuple[str, ...]]) -> None:
+        self.path = path
+        self.known = known
+        self.needed = needed
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._schema_cookie: int | None = None  # PRAGMA schema_version last validated
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one deferred transaction (one WAL snapshot), ended on leaving; the schema is
+        checked first. Never waits for a lock: busy or locked raises `_Busy`."""
+        stat = self.path.stat()
+        if self._conn is None or self._identity != (stat.st_dev, stat.st_ino):
+            self.close()
+            try:
+                self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=0,
+                                             isolation_level=None, check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                raise _busy_or(exc) from exc
+            self._identity = (stat.st_dev, stat.st_ino)
+        conn = self._conn
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute("BEGIN")
+            cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+            if cookie != self._schema_cookie:
+                _check_schema(conn, self.known, self.needed)
+                self._schema_cookie = cookie
+            yield conn
+        except sqlite3.OperationalError as exc:
+            raise _busy_or(exc) from exc
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self._schema_cookie = None
 
 
 def _busy_or(exc: sqlite3.OperationalError) -> Exception:
@@ -275,9 +306,9 @@ def _status_of_receipt(status: str, error_text: str | None) -> tuple[str, str | 
 class OpenClawStateWatcher(PollingWatcher):
     """Polls OpenClaw's state databases (see the module docstring). `scan_once()` never raises."""
 
-    __slots__ = ("_active", "_agent_runs", "_checkpoint", "_refused", "_run_rowids", "_scheduled", "_scheduler",
-                 "_tasks", "counts", "cpu_s_last_poll",
-                 "cpu_s_max_poll", "now", "openclaw_dir", "polls", "proxy_counted", "usage_settle_s")
+    __slots__ = ("_active", "_agent_runs", "_checkpoint", "_databases", "_refused", "_run_rowids", "_scheduled",
+                 "_scheduler", "_tasks", "counts", "cpu_s_last_poll", "cpu_s_max_poll", "now", "openclaw_dir", "polls",
+                 "proxy_counted", "usage_settle_s")
 
     source = "openclaw_state"
     component = "scheduler"
@@ -302,6 +333,7 @@ class OpenClawStateWatcher(PollingWatcher):
         self._scheduler = SchedulerInstrumentation(telemetry, now=now)
         self._tasks = TaskInstrumentation(telemetry, now=now)
         self._active = 0
+        self._databases: dict[str, _Database] = {}
         self._agent_runs: OrderedDict[str, _AgentRun] = OrderedDict()
         self._run_rowids: dict[str, int] = {}
         self._scheduled: set[str] = set()  # job names with a next run reported
@@ -320,7 +352,11 @@ class OpenClawStateWatcher(PollingWatcher):
         return sorted((self.openclaw_dir / "agents").glob(f"*/agent/{_AGENT_DB}"))
 
     def close(self) -> None:
+        """Stop reporting gauges and close the database connections."""
         super().close()
+        for database in self._databases.values():
+            database.close()
+        self._databases.clear()
         self._scheduler.close()
         self._tasks.close()
 
@@ -347,10 +383,15 @@ class OpenClawStateWatcher(PollingWatcher):
             if self._refused.get(key) != "missing":
                 self._refused[key] = "missing"
                 self._errors.note(f"Waiting for OpenClaw database {db} to be created", key)
+            database = self._databases.pop(key, None)
+            if database is not None:
+                database.close()
             return False
+        database = self._databases.get(key)
+        if database is None:
+            database = self._databases[key] = _Database(db, known, needed)
         try:
-            with _read_snapshot(db) as conn:
-                _check_schema(conn, known, needed)
+            with database.snapshot() as conn:
                 changed = read(conn, db)
         except _Busy as exc:
             self._errors.report("busy", key, f"{exc}; read again at the next poll", level="DEBUG")
@@ -360,7 +401,8 @@ class OpenClawStateWatcher(PollingWatcher):
                 self._refused[key] = str(exc)
                 self._errors.report(exc.reason, key, f"{exc}; its tables are not read", level="ERROR")
             return False
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
+            database.close()  # reopened at the next poll
             self._errors.report("unreadable", key, f"{type(exc).__name__}: {exc}")
             return False
         self._refused.pop(key, None)
