@@ -77,6 +77,10 @@ def test_runs_are_counted_by_job_and_status_with_openclaws_own_durations(
             assert span.attributes["clawdbot.job.id"] == job.job_id
             assert span.attributes["clawdbot.job.trigger"] == "manual"
             assert span.status.status_code == (StatusCode.OK if run["status"] == "ok" else StatusCode.ERROR)
+            print(f"{job.name}: OpenClaw {run['status']} runAtMs={run['runAtMs']} durationMs={run['durationMs']} | "
+                  f"histogram (count, sum)={latency[(('job_name', job.name),)]} | span start_ms="
+                  f"{span.start_time // 1_000_000} duration_ms={(span.end_time - span.start_time) // 1_000_000} "
+                  f"{span.status.status_code.name}")
         assert disabled.name not in spans
         # the agent run the model job started hangs under its job span, failed
         (session,) = cap.spans_by_category("session")

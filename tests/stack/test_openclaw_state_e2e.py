@@ -42,10 +42,15 @@ def test_automations_run_with_no_client_connected_show_in_prometheus_and_jaeger(
                     (model.name, "failure"): float(len(model.runs))}
         wait_for(lambda: {k: v for k, v in runs().items() if k[0].startswith("nightly-")} == expected, 90, 2,
                  f"runs by job and status {expected} in Prometheus")
+        seen = runs()
         for automation in (ok, fail, model):
             rows = prom_query(stack, f'scheduler_job_latency_seconds_sum{{{job},job_name="{automation.name}"}}')
-            assert float(rows[0]["value"][1]) == pytest.approx(sum(r["durationMs"] for r in automation.runs) / 1000,
-                                                               abs=1e-9)
+            latency_s = float(rows[0]["value"][1])
+            assert latency_s == pytest.approx(sum(r["durationMs"] for r in automation.runs) / 1000, abs=1e-9)
+            # the closing note's table: OpenClaw's own history beside what Prometheus shows
+            print(f"{automation.name}: OpenClaw {[(r['status'], r['durationMs']) for r in automation.runs]} | "
+                  f"Prometheus {({k[1]: v for k, v in seen.items() if k[0] == automation.name})} "
+                  f"latency sum {latency_s} s")
         next_runs = {r["metric"]["job_name"] for r in prom_query(stack, f"scheduler_next_run_seconds{{{job}}}")}
         assert {ok.name, fail.name, model.name} <= next_runs and disabled.name not in next_runs
 
@@ -57,5 +62,7 @@ def test_automations_run_with_no_client_connected_show_in_prometheus_and_jaeger(
 
         span = wait_for(failed_run_span, 90, 2, "the failed run's job span in Jaeger")
     (run,) = fail.runs
+    print(f"{fail.name}: Jaeger span start {span['startTime']} us, duration {span['duration']} us; OpenClaw runAtMs "
+          f"{run['runAtMs']}, durationMs {run['durationMs']}")
     assert (span["startTime"], span["duration"]) == (run["runAtMs"] * 1000, run["durationMs"] * 1000)
     assert span["tags_map"]["error.type"] == "runtime" and span["tags_map"]["otel.status_code"] == "ERROR"
