@@ -7,8 +7,9 @@ live gateway is never written), optionally padded with `--pad` copies of its run
 Then, on the copy, a writer in a child process does what the gateway does when a run finishes: one short
 write transaction (`BEGIN IMMEDIATE`, insert a finished receipt and a task row, `COMMIT`, busy timeout
 5 s) every `--write-every-ms`. Twice: alone, then while `OpenClawStateWatcher` polls every `--poll-s`.
-Reported: the writer's transaction time p50/p99/max in both runs (the max is the worst lock wait the
-gateway would see), and the watcher's CPU per poll (thread CPU time) while runs arrive and when idle.
+Reported: the writer's transaction time and its wait for the write lock (`BEGIN IMMEDIATE`) p50/p99/max in
+both runs (the lock wait's max is the worst lock wait the gateway would see; the transaction time also
+shows CPU contention on a small machine), and the watcher's CPU per poll (thread CPU time) while runs arrive and when idle.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ db, duration, every = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) / 1000
 conn = sqlite3.connect(db, timeout=5.0, isolation_level=None)
 conn.execute("PRAGMA busy_timeout = 5000")
 job_id = conn.execute("SELECT job_id FROM cron_jobs LIMIT 1").fetchone()[0]
-waits = []
+waits, locks = [], []
 end = time.monotonic() + duration
 while time.monotonic() < end:
     now_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
+    locks.append(time.perf_counter() - t0)
     conn.execute("INSERT INTO cron_run_receipts (receipt_id, store_key, job_id, config_revision, agent_id, "
                  "request_run_id, status, owner_pid, started_at_ms, finished_at_ms) VALUES "
                  "(?, 'bench', ?, 'bench', 'main', ?, 'ok', 1, ?, ?)",
@@ -51,6 +53,7 @@ while time.monotonic() < end:
     waits.append(time.perf_counter() - t0)
     time.sleep(every)
 print(" ".join(f"{w:.6f}" for w in waits))
+print(" ".join(f"{w:.6f}" for w in locks))
 """
 
 
@@ -76,10 +79,12 @@ def _copy(source: Path, target: Path, pad: int) -> Path:
     return target
 
 
-def _writer(db: Path, duration_s: float, every_ms: float) -> list[float]:
+def _writer(db: Path, duration_s: float, every_ms: float) -> tuple[list[float], list[float]]:
+    """(whole transaction times, `BEGIN IMMEDIATE` times: the wait for the write lock), in seconds."""
     out = subprocess.run([sys.executable, "-c", _WRITER, str(db), str(duration_s), str(every_ms)],
                          capture_output=True, text=True, check=True)
-    return [float(x) for x in out.stdout.split()]
+    transactions, locks = out.stdout.splitlines()
+    return [float(x) for x in transactions.split()], [float(x) for x in locks.split()]
 
 
 def _summary(values_s: list[float]) -> str:
@@ -100,7 +105,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="openclaw-state-bench-") as tmp:
         folder = _copy(args.openclaw_state.expanduser(), Path(tmp) / "openclaw", args.pad)
         db = folder / "state" / "openclaw.sqlite"
-        alone = _writer(db, args.duration, args.write_every_ms)
+        # A connection that stays open, as the running gateway's does: the WAL index (-shm) then exists, which
+        # is what a reader of a live gateway meets (without it every read transaction rebuilds the index).
+        keeper = sqlite3.connect(db)
+        keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()
         cpu: list[float] = []
         stop = threading.Event()
         with capture_telemetry() as cap:
@@ -112,6 +120,12 @@ def main() -> int:
                     cpu.append(watcher.cpu_s_last_poll)
                     time.sleep(args.poll_s)
 
+            watcher.scan_once()  # the history as copied
+            quiet = []  # polls with nothing new over an ordinary history: the usual case
+            for _ in range(50):
+                watcher.scan_once()
+                quiet.append(watcher.cpu_s_last_poll)
+            alone = _writer(db, args.duration, args.write_every_ms)  # the reader not polling
             thread = threading.Thread(target=poll)
             thread.start()
             try:
@@ -119,18 +133,22 @@ def main() -> int:
             finally:
                 stop.set()
                 thread.join()
-            idle = []  # polls with nothing new: the steady-state cost
+            idle = []  # nothing new, but the look-back window full of the writer's runs
             for _ in range(50):
                 watcher.scan_once()
                 idle.append(watcher.cpu_s_last_poll)
             busy = sum(p.value for p in cap.metric_points("clawdbot_otel.source_errors"))
             counted = watcher.counts
             watcher.close()
-    print(f"writer alone:        {_summary(alone)}")
-    print(f"writer with watcher: {_summary(with_watcher)}")
+        keeper.close()
+    print(f"writer transaction, alone:        {_summary(alone[0])}")
+    print(f"writer transaction, with watcher: {_summary(with_watcher[0])}")
+    print(f"writer lock wait (BEGIN IMMEDIATE), alone:        {_summary(alone[1])}")
+    print(f"writer lock wait (BEGIN IMMEDIATE), with watcher: {_summary(with_watcher[1])}")
     print(f"watcher CPU per poll while the writer ran: {_summary(cpu)} (every {args.poll_s} s; reported "
           f"{counted['runs']} runs, {counted['tasks']} tasks; source errors {busy})")
-    print(f"watcher CPU per idle poll (nothing new): {_summary(idle)}")
+    print(f"watcher CPU per poll, nothing new, ordinary history: {_summary(quiet)}")
+    print(f"watcher CPU per poll, nothing new, look-back full of the writer's runs: {_summary(idle)}")
     return 0
 
 
