@@ -223,17 +223,23 @@ class _Checkpoint:
     tasks: _Ledger
     flows: _Ledger
     usage_rowids: dict[str, int]
+    damaged: str | None = None
+    """Why the file on disk could not be used (then everything still in OpenClaw's tables is reported again)."""
 
     @classmethod
     def load(cls, path: Path) -> _Checkpoint:
+        damaged = None
         try:
             data = orjson.loads(path.read_bytes())
+            fresh = cls(path, _Ledger(data.get("receipts")), _Ledger(data.get("tasks")), _Ledger(data.get("flows")),
+                        {str(k): int(v) for k, v in dict(data.get("usage_rowids", {})).items()})
         except FileNotFoundError:
-            data = {}
-        except (OSError, orjson.JSONDecodeError):
-            data = {}  # a damaged checkpoint: start over rather than stop (counted by the caller)
-        return cls(path, _Ledger(data.get("receipts")), _Ledger(data.get("tasks")), _Ledger(data.get("flows")),
-                   {str(k): int(v) for k, v in dict(data.get("usage_rowids", {})).items()})
+            fresh = None
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # unreadable, not JSON, wrong shape
+            fresh, damaged = None, f"{type(exc).__name__}: {exc}"
+        if fresh is None:
+            fresh = cls(path, _Ledger(), _Ledger(), _Ledger(), {}, damaged)
+        return fresh
 
     def save(self) -> None:
         for ledger in (self.receipts, self.tasks, self.flows):
@@ -330,6 +336,9 @@ class OpenClawStateWatcher(PollingWatcher):
         self.usage_settle_s = usage_settle_s
         self.now = now
         self._checkpoint = _Checkpoint.load(Path(checkpoint) if checkpoint else default_checkpoint(self.openclaw_dir))
+        if self._checkpoint.damaged:  # said, and counted: the runs still in OpenClaw's tables are reported again
+            self._errors.report("checkpoint_damaged", str(self._checkpoint.path),
+                                f"{self._checkpoint.damaged}; starting over", level="ERROR")
         self._scheduler = SchedulerInstrumentation(telemetry, now=now)
         self._tasks = TaskInstrumentation(telemetry, now=now)
         self._active = 0

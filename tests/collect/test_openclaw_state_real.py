@@ -280,3 +280,19 @@ def test_a_run_in_progress_is_active_and_a_late_commit_is_still_counted_once(
         assert values(cap, "scheduler.jobs")[(("job_name", ok.name), ("status", "success"))] == ok_runs + 1
         assert values(cap, "scheduler.jobs")[(("job_name", ok.name), ("status", "failure"))] == 1
     db.close()
+
+
+def test_a_damaged_checkpoint_is_reported_and_the_history_read_again(
+    cron_gateway: OpenClawGateway, automations: dict[str, Automation], tmp_path: Path,
+) -> None:
+    folder = _copy_state(cron_gateway, tmp_path / "openclaw")
+    checkpoint = tmp_path / "ck.json"
+    checkpoint.write_bytes(b'{"receipts": {"hwm_ms": "not a number"')
+    with capture_telemetry() as cap:
+        watcher = OpenClawStateWatcher(cap.telemetry, folder, checkpoint=checkpoint, usage_settle_s=0)
+        watcher.scan_once()
+        watcher.close()
+        assert values(cap, "clawdbot_otel.source_errors") == {
+            (("reason", "checkpoint_damaged"), ("source", "openclaw_state")): 1}
+        assert watcher.counts["runs"] == sum(len(history(cron_gateway, job)) for job in automations.values())
+    assert b"not a number" not in checkpoint.read_bytes()  # replaced by a good one
