@@ -361,8 +361,11 @@ class OpenClawStateWatcher(PollingWatcher):
         return sorted((self.openclaw_dir / "agents").glob(f"*/agent/{_AGENT_DB}"))
 
     def close(self) -> None:
-        """Stop reporting gauges and close the database connections."""
+        """Stop reporting gauges, take back the runs it counted as active, close the database connections."""
         super().close()
+        if self._active:
+            self.telemetry.increment("scheduler_jobs_active", None, -self._active)
+            self._active = 0
         for database in self._databases.values():
             database.close()
         self._databases.clear()

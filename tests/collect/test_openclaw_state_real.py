@@ -273,9 +273,11 @@ def test_a_run_in_progress_is_active_and_a_late_commit_is_still_counted_once(
         db.execute("UPDATE cron_run_receipts SET status = 'ok', finished_at_ms = ? WHERE receipt_id = 'in-progress'",
                    (newest_ms + 1500,))
         db.execute(insert, ("late", ok.job_id, "error", newest_ms - 60_500, newest_ms - 60_000))
+        db.execute(insert, ("still-running", ok.job_id, "running", newest_ms + 2000, None))
         watcher.scan_once()
         watcher.scan_once()
-        watcher.close()
+        assert values(cap, "scheduler.jobs.active") == {(): 1}
+        watcher.close()  # a stopped reader does not leave runs counted as active
         assert values(cap, "scheduler.jobs.active") == {(): 0}
         assert values(cap, "scheduler.jobs")[(("job_name", ok.name), ("status", "success"))] == ok_runs + 1
         assert values(cap, "scheduler.jobs")[(("job_name", ok.name), ("status", "failure"))] == 1
