@@ -45,7 +45,7 @@ import re
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,12 +309,264 @@ def _status_of_receipt(status: str, error_text: str | None) -> tuple[str, str | 
     return "other", None  # skipped, superseded: not a run that did work
 
 
-class OpenClawStateWatcher(PollingWatcher):
-    """Polls OpenClaw's state databases (see the module docstring). `scan_once()` never raises."""
+class _AgentRunIndex:
+    """The agent runs automations started (session key `agent:<id>:cron:<job id>:run:...`), from an agent
+    database's trajectory events, kept until their automation run is reported. In memory only: after a
+    restart a run already read is not linked to its job span (the job span itself is reported)."""
 
-    __slots__ = ("_active", "_agent_runs", "_checkpoint", "_databases", "_refused", "_run_rowids", "_scheduled",
-                 "_scheduler", "_tasks", "counts", "cpu_s_last_poll", "cpu_s_max_poll", "now", "openclaw_dir", "polls",
-                 "proxy_counted", "usage_settle_s")
+    __slots__ = ("_rowids", "_runs")
+
+    def __init__(self) -> None:
+        self._rowids: dict[str, int] = {}  # agent database -> last rowid read
+        self._runs: OrderedDict[str, _AgentRun] = OrderedDict()
+
+    def read(self, conn: sqlite3.Connection, key: str) -> None:
+        rows = conn.execute(
+            "SELECT rowid, run_id, created_at, json_extract(event_json, '$.type'), "
+            "json_extract(event_json, '$.sessionKey'), json_extract(event_json, '$.modelId'), "
+            "json_extract(event_json, '$.provider'), json_extract(event_json, '$.data.status'), "
+            "json_extract(event_json, '$.data.usage') FROM trajectory_runtime_events WHERE rowid > ? AND "
+            "json_extract(event_json, '$.type') IN ('session.started', 'session.ended', 'model.completed') "
+            "AND json_extract(event_json, '$.sessionKey') LIKE 'agent:%:cron:%' ORDER BY rowid",
+            (self._rowids.get(key, 0),))
+        for rowid, run_id, created_ms, kind, session_key, model, provider, status, usage_json in rows:
+            self._rowids[key] = rowid
+            match = _CRON_SESSION.match(session_key or "")
+            if match is None or not run_id:
+                continue
+            run = self._runs.get(run_id)
+            if run is None:
+                run = self._runs[run_id] = _AgentRun(run_id, match["job"], session_key, created_ms)
+                while len(self._runs) > _MAX_AGENT_RUNS:
+                    self._runs.popitem(last=False)
+            run.model = run.model or model
+            run.provider = run.provider or provider
+            if kind == "session.ended":
+                run.ended_ms, run.status = created_ms, status
+            elif kind == "model.completed":
+                run.usage = _usage(usage_json) or run.usage
+
+    def take(self, receipt: _Receipt) -> list[_AgentRun]:
+        """The runs the automation run of `receipt` started (forgotten here once taken)."""
+        taken = [run for run in self._runs.values() if run.job_id == receipt.job_id
+                 and receipt.started_ms <= run.started_ms <= receipt.finished_ms]
+        for run in taken:
+            del self._runs[run.run_id]
+        return taken
+
+
+class _AutomationRuns:
+    """`cron_jobs` and `cron_run_receipts`: the scheduler_* metrics and one `job` span per finished run, with
+    the agent run it started as a `session` span under it."""
+
+    __slots__ = ("_active", "_agent_runs", "_ledger", "_scheduled", "_scheduler", "count", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, ledger: _Ledger, agent_runs: _AgentRunIndex,
+                 now: Callable[[], float]) -> None:
+        self.telemetry = telemetry
+        self._ledger = ledger
+        self._agent_runs = agent_runs
+        self._scheduler = SchedulerInstrumentation(telemetry, now=now)  # the next-run gauge
+        self._scheduled: set[str] = set()  # job names with a next run reported
+        self._active = 0  # runs reported in scheduler_jobs_active
+        self.count = 0
+
+    def read(self, conn: sqlite3.Connection) -> bool:
+        names = self._read_jobs(conn)
+        running = conn.execute("SELECT count(*) FROM cron_run_receipts WHERE status = 'running'").fetchone()[0]
+        self._set_active(running)
+        rows = conn.execute(
+            "SELECT receipt_id, job_id, request_run_id, status, started_at_ms, finished_at_ms, error_text "
+            "FROM cron_run_receipts WHERE status != 'running' AND finished_at_ms >= ? "
+            "ORDER BY finished_at_ms, receipt_id", (self._ledger.since_ms,))
+        changed = False
+        for row in rows:
+            receipt = _Receipt(*row)
+            if self._ledger.fresh(receipt.receipt_id):
+                self._report(names.get(receipt.job_id, receipt.job_id), receipt)
+                self._ledger.add(receipt.receipt_id, receipt.finished_ms)
+                self.count += 1
+                changed = True
+        return changed
+
+    def close(self) -> None:
+        """Stop the next-run gauge; take back the runs counted as active."""
+        self._scheduler.close()
+        self._set_active(0)
+
+    def _set_active(self, running: int) -> None:
+        if running != self._active:
+            self.telemetry.increment("scheduler_jobs_active", None, running - self._active)
+            self._active = running
+
+    def _read_jobs(self, conn: sqlite3.Connection) -> dict[str, str]:
+        names: dict[str, str] = {}
+        scheduled: set[str] = set()
+        rows = conn.execute("SELECT job_id, name, enabled, json_extract(state_json, '$.nextRunAtMs') FROM cron_jobs")
+        for job_id, name, enabled, next_ms in rows:
+            names[job_id] = name
+            if enabled and isinstance(next_ms, int | float):
+                self._scheduler.set_next_run(name, next_ms / 1000.0)
+                scheduled.add(name)
+        for name in self._scheduled - scheduled:
+            self._scheduler.set_next_run(name, None)  # disabled or removed: no countdown
+        self._scheduled = scheduled
+        return names
+
+    def _report(self, name: str, receipt: _Receipt) -> None:
+        """One job span with the run's own start and end, and its scheduler_* counts."""
+        telemetry = self.telemetry
+        job_id, request_run_id, status = receipt.job_id, receipt.request_run_id, receipt.status
+        started_ms, finished_ms, error_text = receipt.started_ms, receipt.finished_ms, receipt.error_text
+        label, error_type = _status_of_receipt(status, error_text)
+        trigger = "manual" if (request_run_id or "").startswith("manual:") else "schedule"
+        error = telemetry.redactor.text(error_text)[:_ERROR_TEXT_MAX] if error_text else None
+        handle = telemetry.job_span(name, job_id=job_id, trigger=trigger, start_time=started_ms * 1_000_000).start()
+        next_run_s = self._scheduler.seconds_to_next_run(name)
+        if next_run_s is not None:
+            handle.set("clawdbot.job.next_run_s", next_run_s)
+        if label == "success":
+            handle.set_status("success")
+        elif label == "other":
+            handle.set("clawdbot.status", status)
+        else:
+            handle.set_status(label, error or status, error_type)
+        for run in self._agent_runs.take(receipt):
+            self._report_agent_run(handle, run, receipt.finished_ms)
+        handle.end(finished_ms * 1_000_000)
+        telemetry.increment("scheduler_jobs_total", {"job_name": name, "status": label})
+        telemetry.histogram("scheduler_job_latency_seconds", max(0, finished_ms - started_ms) / 1000.0,
+                            {"job_name": name})
+        if error_type is not None:
+            telemetry.increment("scheduler_job_errors_total", {"job_name": name, "error_type": error_type})
+        level = "INFO" if label in ("success", "other") else "ERROR"
+        telemetry.log(level, "scheduler", f"Job {label}", span=handle, duration_ms=finished_ms - started_ms,
+                      metadata={
+                          "job_name": name, "job_id": job_id, "trigger": trigger, "status": label,
+                          "openclaw_status": status, "run_id": request_run_id, "error": error,
+                          "started_at_ms": started_ms, "finished_at_ms": finished_ms})
+
+    def _report_agent_run(self, job: SpanHandle, run: _AgentRun, job_finished_ms: int) -> None:
+        session = self.telemetry.session_span(
+            run.session_key.split(":")[1], model=run.model, provider=run.provider, session_key=run.session_key,
+            run_id=run.run_id, parent=job, start_time=run.started_ms * 1_000_000).start()
+        usage = run.usage or {}
+        for attribute, field in (("gen_ai.usage.input_tokens", "input"), ("gen_ai.usage.output_tokens", "output"),
+                                 ("gen_ai.usage.cache_read.input_tokens", "cacheRead"),
+                                 ("gen_ai.usage.cache_creation.input_tokens", "cacheWrite")):
+            if isinstance(usage.get(field), int):
+                session.set(attribute, usage[field])
+        end_ms = run.ended_ms if run.ended_ms is not None else job_finished_ms
+        session.set("clawdbot.session.duration_s", (end_ms - run.started_ms) / 1000.0)
+        if run.status in (None, "success"):
+            session.set_status("success")
+        else:
+            session.set_status("failure", f"agent run {run.status}", "model")
+        session.end(end_ms * 1_000_000)
+
+
+class _TaskRuns:
+    """`task_runs` and `flow_runs` (terminal rows): the task_* metrics, phase = OpenClaw's runtime or `flow`."""
+
+    __slots__ = ("_flows", "_instrumentation", "_tasks", "count")
+
+    def __init__(self, telemetry: Telemetry, tasks: _Ledger, flows: _Ledger, now: Callable[[], float]) -> None:
+        self._instrumentation = TaskInstrumentation(telemetry, now=now)
+        self._tasks = tasks
+        self._flows = flows
+        self.count = 0
+
+    def read(self, conn: sqlite3.Connection) -> bool:
+        tasks = conn.execute(
+            "SELECT task_id, status, coalesce(runtime, 'other'), created_at, started_at, ended_at FROM task_runs "
+            "WHERE ended_at IS NOT NULL AND ended_at >= ? AND status IN "
+            "('succeeded', 'failed', 'timed_out', 'cancelled', 'lost') ORDER BY ended_at, task_id",
+            (self._tasks.since_ms,))
+        changed = self._complete(tasks, self._tasks)
+        marks = ", ".join("?" for _ in _FLOW_TERMINAL)
+        flows = conn.execute(
+            f"SELECT flow_id, status, 'flow', created_at, NULL, ended_at FROM flow_runs WHERE ended_at IS NOT NULL "
+            f"AND ended_at >= ? AND status IN ({marks}) ORDER BY ended_at, flow_id",
+            (self._flows.since_ms, *_FLOW_TERMINAL))
+        return self._complete(flows, self._flows) or changed
+
+    def close(self) -> None:
+        self._instrumentation.close()
+
+    def _complete(self, rows: Iterable[tuple[Any, ...]], ledger: _Ledger) -> bool:
+        changed = False
+        for row_id, status, phase, created_ms, started_ms, ended_ms in rows:
+            if not ledger.fresh(row_id):
+                continue
+            duration_s = (ended_ms - started_ms) / 1000.0 if started_ms is not None else None
+            self._instrumentation.complete(row_id, _TASK_STATUS.get(status, status), phase,
+                                           duration_s=duration_s, latency_s=(ended_ms - created_ms) / 1000.0)
+            ledger.add(row_id, ended_ms)
+            self.count += 1
+            changed = True
+        return changed
+
+
+class _ModelUsage:
+    """`model.completed` trajectory events: session_tokens_used and session_cost_usd_total per model, for the
+    runs the proxy did not report (see the module docstring for the rule)."""
+
+    __slots__ = ("_rowids", "count", "now", "proxy_counted", "settle_s", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, rowids: dict[str, int], proxy_counted: Callable[[str], bool] | None,
+                 settle_s: float, now: Callable[[], float]) -> None:
+        self.telemetry = telemetry
+        self._rowids = rowids  # agent database -> last rowid reported (the checkpoint's)
+        self.proxy_counted = proxy_counted
+        self.settle_s = settle_s
+        self.now = now
+        self.count = 0
+
+    def read(self, conn: sqlite3.Connection, key: str) -> bool:
+        after = self._rowids.get(key, 0)
+        settled_ms = int((self.now() - self.settle_s) * 1000)
+        rows = conn.execute(
+            "SELECT rowid, run_id, created_at, json_extract(event_json, '$.modelId'), "
+            "json_extract(event_json, '$.data.usage') FROM trajectory_runtime_events "
+            "WHERE rowid > ? AND json_extract(event_json, '$.type') = 'model.completed' ORDER BY rowid", (after,))
+        last = after
+        for rowid, run_id, created_ms, model, usage_json in rows:
+            if created_ms > settled_ms:
+                break  # the proxy may not have had this run's final response yet: next poll
+            last = rowid
+            if run_id and self.proxy_counted is not None and self.proxy_counted(run_id):
+                continue
+            self._report(model, _usage(usage_json))
+            self.count += 1
+        if last == after:
+            return False
+        self._rowids[key] = last
+        return True
+
+    def _report(self, model: str | None, usage: dict[str, Any] | None) -> None:
+        if usage is None:
+            return
+        family = model_family(model)
+        for token_type, key in (("input", "input"), ("output", "output"), ("cache_read", "cacheRead"),
+                                ("cache_write", "cacheWrite")):
+            count = usage.get(key)
+            if isinstance(count, int | float) and count > 0:
+                self.telemetry.increment("session_tokens_used", {"model": family, "token_type": token_type}, count)
+        cost = usage.get("cost")
+        total = cost.get("total") if isinstance(cost, dict) else None
+        if isinstance(total, int | float) and total > 0:
+            self.telemetry.increment("session_cost_usd_total", {"model": family}, total)
+
+
+class OpenClawStateWatcher(PollingWatcher):
+    """Polls OpenClaw's state databases (see the module docstring). `scan_once()` never raises.
+
+    A dispatcher: it owns the database connections, the schema checks and the checkpoint; one reader per
+    family turns rows into telemetry (automation runs, task and flow runs, model usage).
+    """
+
+    __slots__ = ("_agent_runs", "_automations", "_checkpoint", "_databases", "_refused", "_tasks", "_usage",
+                 "cpu_s_last_poll", "cpu_s_max_poll", "openclaw_dir", "polls")
 
     source = "openclaw_state"
     component = "scheduler"
@@ -332,26 +584,24 @@ class OpenClawStateWatcher(PollingWatcher):
     ) -> None:
         super().__init__(telemetry, interval_s=interval_s)
         self.openclaw_dir = openclaw_state_dir(openclaw_dir)
-        self.proxy_counted = proxy_counted
-        self.usage_settle_s = usage_settle_s
-        self.now = now
         self._checkpoint = _Checkpoint.load(Path(checkpoint) if checkpoint else default_checkpoint(self.openclaw_dir))
         if self._checkpoint.damaged:  # said, and counted: the runs still in OpenClaw's tables are reported again
             self._errors.report("checkpoint_damaged", str(self._checkpoint.path),
                                 f"{self._checkpoint.damaged}; starting over", level="ERROR")
-        self._scheduler = SchedulerInstrumentation(telemetry, now=now)
-        self._tasks = TaskInstrumentation(telemetry, now=now)
-        self._active = 0
+        self._agent_runs = _AgentRunIndex()
+        self._automations = _AutomationRuns(telemetry, self._checkpoint.receipts, self._agent_runs, now)
+        self._tasks = _TaskRuns(telemetry, self._checkpoint.tasks, self._checkpoint.flows, now)
+        self._usage = _ModelUsage(telemetry, self._checkpoint.usage_rowids, proxy_counted, usage_settle_s, now)
         self._databases: dict[str, _Database] = {}
-        self._agent_runs: OrderedDict[str, _AgentRun] = OrderedDict()
-        self._run_rowids: dict[str, int] = {}
-        self._scheduled: set[str] = set()  # job names with a next run reported
         self._refused: dict[str, str] = {}  # db path -> the refusal already logged
         self.polls = 0
-        #: What this watcher reported since it was made: automation runs, tasks (and flows), model-usage runs.
-        self.counts = {"runs": 0, "tasks": 0, "usage": 0}
         self.cpu_s_last_poll = 0.0
         self.cpu_s_max_poll = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """What this watcher reported since it was made: automation runs, tasks (and flows), model-usage runs."""
+        return {"runs": self._automations.count, "tasks": self._tasks.count, "usage": self._usage.count}
 
     @property
     def state_db(self) -> Path:
@@ -363,14 +613,11 @@ class OpenClawStateWatcher(PollingWatcher):
     def close(self) -> None:
         """Stop reporting gauges, take back the runs it counted as active, close the database connections."""
         super().close()
-        if self._active:
-            self.telemetry.increment("scheduler_jobs_active", None, -self._active)
-            self._active = 0
+        self._automations.close()
+        self._tasks.close()
         for database in self._databases.values():
             database.close()
         self._databases.clear()
-        self._scheduler.close()
-        self._tasks.close()
 
     # --- one poll ---------------------------------------------------------------------------------
     def _scan(self) -> None:
@@ -388,8 +635,16 @@ class OpenClawStateWatcher(PollingWatcher):
             self.cpu_s_last_poll = time.thread_time() - cpu0
             self.cpu_s_max_poll = max(self.cpu_s_max_poll, self.cpu_s_last_poll)
 
+    def _read_state(self, conn: sqlite3.Connection, _key: str) -> bool:
+        changed = self._automations.read(conn)
+        return self._tasks.read(conn) or changed
+
+    def _read_agent(self, conn: sqlite3.Connection, key: str) -> bool:
+        self._agent_runs.read(conn, key)
+        return self._usage.read(conn, key)
+
     def _read(self, db: Path, known: range, needed: Mapping[str, tuple[str, ...]],
-              read: Callable[[sqlite3.Connection, Path], bool]) -> bool:
+              read: Callable[[sqlite3.Connection, str], bool]) -> bool:
         key = str(db)
         if not db.is_file():
             if self._refused.get(key) != "missing":
@@ -404,7 +659,7 @@ class OpenClawStateWatcher(PollingWatcher):
             database = self._databases[key] = _Database(db, known, needed)
         try:
             with database.snapshot() as conn:
-                changed = read(conn, db)
+                changed = read(conn, key)
         except _Busy as exc:
             self._errors.report("busy", key, f"{exc}; read again at the next poll", level="DEBUG")
             return False
@@ -419,207 +674,3 @@ class OpenClawStateWatcher(PollingWatcher):
             return False
         self._refused.pop(key, None)
         return changed
-
-    # --- the shared state database ----------------------------------------------------------------
-    def _read_state(self, conn: sqlite3.Connection, _db: Path) -> bool:
-        names = self._read_jobs(conn)
-        changed = self._read_receipts(conn, names)
-        changed |= self._read_tasks(conn)
-        changed |= self._read_flows(conn)
-        return changed
-
-    def _read_jobs(self, conn: sqlite3.Connection) -> dict[str, str]:
-        names: dict[str, str] = {}
-        scheduled: set[str] = set()
-        rows = conn.execute("SELECT job_id, name, enabled, json_extract(state_json, '$.nextRunAtMs') FROM cron_jobs")
-        for job_id, name, enabled, next_ms in rows:
-            names[job_id] = name
-            if enabled and isinstance(next_ms, int | float):
-                self._scheduler.set_next_run(name, next_ms / 1000.0)
-                scheduled.add(name)
-        for name in self._scheduled - scheduled:
-            self._scheduler.set_next_run(name, None)  # disabled or removed: no countdown
-        self._scheduled = scheduled
-        return names
-
-    def _read_receipts(self, conn: sqlite3.Connection, names: dict[str, str]) -> bool:
-        running = conn.execute("SELECT count(*) FROM cron_run_receipts WHERE status = 'running'").fetchone()[0]
-        if running != self._active:
-            self.telemetry.increment("scheduler_jobs_active", None, running - self._active)
-            self._active = running
-        ledger = self._checkpoint.receipts
-        rows = conn.execute(
-            "SELECT receipt_id, job_id, request_run_id, status, started_at_ms, finished_at_ms, error_text "
-            "FROM cron_run_receipts WHERE status != 'running' AND finished_at_ms >= ? "
-            "ORDER BY finished_at_ms, receipt_id", (ledger.since_ms,))
-        changed = False
-        for row in rows:
-            receipt = _Receipt(*row)
-            if not ledger.fresh(receipt.receipt_id):
-                continue
-            self._report_run(names.get(receipt.job_id, receipt.job_id), receipt)
-            self.counts["runs"] += 1
-            ledger.add(receipt.receipt_id, receipt.finished_ms)
-            changed = True
-        return changed
-
-    def _report_run(self, name: str, receipt: _Receipt) -> None:
-        """One job span with the run's own start and end, and its scheduler_* counts."""
-        telemetry = self.telemetry
-        job_id, request_run_id, status = receipt.job_id, receipt.request_run_id, receipt.status
-        started_ms, finished_ms, error_text = receipt.started_ms, receipt.finished_ms, receipt.error_text
-        label, error_type = _status_of_receipt(status, error_text)
-        duration_s = max(0, finished_ms - started_ms) / 1000.0
-        trigger = "manual" if (request_run_id or "").startswith("manual:") else "schedule"
-        error = telemetry.redactor.text(error_text)[:_ERROR_TEXT_MAX] if error_text else None
-        handle = telemetry.job_span(name, job_id=job_id, trigger=trigger, start_time=started_ms * 1_000_000).start()
-        next_run_s = self._scheduler.seconds_to_next_run(name)
-        if next_run_s is not None:
-            handle.set("clawdbot.job.next_run_s", next_run_s)
-        if label == "success":
-            handle.set_status("success")
-        elif label == "other":
-            handle.set("clawdbot.status", status)
-        else:
-            handle.set_status(label, error or status, error_type)
-        self._report_agent_runs(handle, receipt)
-        handle.end(finished_ms * 1_000_000)
-        telemetry.increment("scheduler_jobs_total", {"job_name": name, "status": label})
-        telemetry.histogram("scheduler_job_latency_seconds", duration_s, {"job_name": name})
-        if error_type is not None:
-            telemetry.increment("scheduler_job_errors_total", {"job_name": name, "error_type": error_type})
-        level = "INFO" if label in ("success", "other") else "ERROR"
-        telemetry.log(level, "scheduler", f"Job {label}", span=handle, duration_ms=finished_ms - started_ms,
-                      metadata={
-                          "job_name": name, "job_id": job_id, "trigger": trigger, "status": label,
-                          "openclaw_status": status, "run_id": request_run_id, "error": error,
-                          "started_at_ms": started_ms, "finished_at_ms": finished_ms})
-
-    def _report_agent_runs(self, job: SpanHandle, receipt: _Receipt) -> None:
-        """The agent run(s) this automation run started, as `session` spans under its job span."""
-        for run_id, run in list(self._agent_runs.items()):
-            if run.job_id != receipt.job_id or not receipt.started_ms <= run.started_ms <= receipt.finished_ms:
-                continue
-            del self._agent_runs[run_id]
-            session = self.telemetry.session_span(
-                run.session_key.split(":")[1], model=run.model, provider=run.provider, session_key=run.session_key,
-                run_id=run_id, parent=job, start_time=run.started_ms * 1_000_000).start()
-            usage = run.usage or {}
-            for attribute, field in (("gen_ai.usage.input_tokens", "input"), ("gen_ai.usage.output_tokens", "output"),
-                                     ("gen_ai.usage.cache_read.input_tokens", "cacheRead"),
-                                     ("gen_ai.usage.cache_creation.input_tokens", "cacheWrite")):
-                if isinstance(usage.get(field), int):
-                    session.set(attribute, usage[field])
-            end_ms = run.ended_ms if run.ended_ms is not None else receipt.finished_ms
-            session.set("clawdbot.session.duration_s", (end_ms - run.started_ms) / 1000.0)
-            if run.status in (None, "success"):
-                session.set_status("success")
-            else:
-                session.set_status("failure", f"agent run {run.status}", "model")
-            session.end(end_ms * 1_000_000)
-
-    def _read_tasks(self, conn: sqlite3.Connection) -> bool:
-        ledger = self._checkpoint.tasks
-        rows = conn.execute(
-            "SELECT task_id, runtime, status, created_at, started_at, ended_at FROM task_runs "
-            "WHERE ended_at IS NOT NULL AND ended_at >= ? AND status IN "
-            "('succeeded', 'failed', 'timed_out', 'cancelled', 'lost') ORDER BY ended_at, task_id",
-            (ledger.since_ms,))
-        changed = False
-        for task_id, runtime, status, created_ms, started_ms, ended_ms in rows:
-            if not ledger.fresh(task_id):
-                continue
-            duration_s = (ended_ms - started_ms) / 1000.0 if started_ms is not None else None
-            self._tasks.complete(task_id, _TASK_STATUS.get(status, status), runtime or "other",
-                                 duration_s=duration_s, latency_s=(ended_ms - created_ms) / 1000.0)
-            self.counts["tasks"] += 1
-            ledger.add(task_id, ended_ms)
-            changed = True
-        return changed
-
-    def _read_flows(self, conn: sqlite3.Connection) -> bool:
-        ledger = self._checkpoint.flows
-        marks = ", ".join("?" for _ in _FLOW_TERMINAL)
-        rows = conn.execute(
-            f"SELECT flow_id, status, created_at, ended_at FROM flow_runs WHERE ended_at IS NOT NULL "
-            f"AND ended_at >= ? AND status IN ({marks}) ORDER BY ended_at, flow_id",
-            (ledger.since_ms, *_FLOW_TERMINAL))
-        changed = False
-        for flow_id, status, created_ms, ended_ms in rows:
-            if not ledger.fresh(flow_id):
-                continue
-            self._tasks.complete(flow_id, _TASK_STATUS.get(status, status), "flow",
-                                 latency_s=(ended_ms - created_ms) / 1000.0)
-            self.counts["tasks"] += 1
-            ledger.add(flow_id, ended_ms)
-            changed = True
-        return changed
-
-    # --- per-agent databases: model usage ---------------------------------------------------------
-    def _read_agent(self, conn: sqlite3.Connection, db: Path) -> bool:
-        self._read_automation_runs(conn, str(db))
-        return self._read_usage(conn, str(db))
-
-    def _read_automation_runs(self, conn: sqlite3.Connection, key: str) -> None:
-        """Agent runs that automations started (session key `agent:<id>:cron:<job id>:run:...`), kept for the
-        job span of the run's receipt. In memory only: after a restart a run already read is not linked."""
-        after = self._run_rowids.get(key, 0)
-        rows = conn.execute(
-            "SELECT rowid, run_id, created_at, json_extract(event_json, '$.type'), "
-            "json_extract(event_json, '$.sessionKey'), json_extract(event_json, '$.modelId'), "
-            "json_extract(event_json, '$.provider'), json_extract(event_json, '$.data.status'), "
-            "json_extract(event_json, '$.data.usage') FROM trajectory_runtime_events WHERE rowid > ? AND "
-            "json_extract(event_json, '$.type') IN ('session.started', 'session.ended', 'model.completed') "
-            "AND json_extract(event_json, '$.sessionKey') LIKE 'agent:%:cron:%' ORDER BY rowid", (after,))
-        for rowid, run_id, created_ms, kind, session_key, model, provider, status, usage_json in rows:
-            self._run_rowids[key] = rowid
-            match = _CRON_SESSION.match(session_key or "")
-            if match is None or not run_id:
-                continue
-            run = self._agent_runs.get(run_id)
-            if run is None:
-                run = self._agent_runs[run_id] = _AgentRun(run_id, match["job"], session_key, created_ms)
-                while len(self._agent_runs) > _MAX_AGENT_RUNS:
-                    self._agent_runs.popitem(last=False)
-            run.model = run.model or model
-            run.provider = run.provider or provider
-            if kind == "session.ended":
-                run.ended_ms, run.status = created_ms, status
-            elif kind == "model.completed":
-                run.usage = _usage(usage_json) or run.usage
-
-    def _read_usage(self, conn: sqlite3.Connection, key: str) -> bool:
-        after = self._checkpoint.usage_rowids.get(key, 0)
-        settled_ms = int((self.now() - self.usage_settle_s) * 1000)
-        rows = conn.execute(
-            "SELECT rowid, run_id, created_at, json_extract(event_json, '$.modelId'), "
-            "json_extract(event_json, '$.data.usage') FROM trajectory_runtime_events "
-            "WHERE rowid > ? AND json_extract(event_json, '$.type') = 'model.completed' ORDER BY rowid", (after,))
-        last = after
-        for rowid, run_id, created_ms, model, usage_json in rows:
-            if created_ms > settled_ms:
-                break  # the proxy may not have had this run's final response yet: next poll
-            last = rowid
-            if run_id and self.proxy_counted is not None and self.proxy_counted(run_id):
-                continue
-            self._report_usage(model, usage_json)
-            self.counts["usage"] += 1
-        if last == after:
-            return False
-        self._checkpoint.usage_rowids[key] = last
-        return True
-
-    def _report_usage(self, model: str | None, usage_json: str | None) -> None:
-        usage = _usage(usage_json)
-        if usage is None:
-            return
-        family = model_family(model)
-        for token_type, key in (("input", "input"), ("output", "output"), ("cache_read", "cacheRead"),
-                                ("cache_write", "cacheWrite")):
-            count = usage.get(key)
-            if isinstance(count, int | float) and count > 0:
-                self.telemetry.increment("session_tokens_used", {"model": family, "token_type": token_type}, count)
-        cost = usage.get("cost")
-        total = cost.get("total") if isinstance(cost, dict) else None
-        if isinstance(total, int | float) and total > 0:
-            self.telemetry.increment("session_cost_usd_total", {"model": family}, total)
