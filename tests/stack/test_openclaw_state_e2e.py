@@ -16,7 +16,7 @@ import pytest
 from tests.collect.openclaw_automations import Automation
 from tests.openclaw.harness import OpenClawGateway
 
-from .conftest import RunningStack, gateway_process, jaeger_spans, prom_query, wait_for
+from .conftest import RunningStack, gateway_process, jaeger_spans, parent_of, prom_query, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.openclaw, pytest.mark.timeout(1500)]
 
@@ -61,6 +61,20 @@ def test_automations_run_with_no_client_connected_show_in_prometheus_and_jaeger(
             return None
 
         span = wait_for(failed_run_span, 90, 2, "the failed run's job span in Jaeger")
+
+        def model_down_agent_run() -> dict[str, Any] | None:
+            spans = jaeger_spans(stack, service)
+            parent = parent_of(spans)
+            for candidate in spans:
+                up = parent(candidate)
+                if candidate["tags_map"].get("clawdbot.span.category") == "session" and up is not None \
+                        and up["operationName"] == f"cron.job {model.name}":
+                    return candidate
+            return None
+
+        # the agent run the automation started hangs under its job span, in the same (kept) trace
+        agent_run = wait_for(model_down_agent_run, 90, 2, "the model job's agent run under its job span in Jaeger")
+        assert str(agent_run["tags_map"]["clawdbot.session.key"]).startswith(f"agent:main:cron:{model.job_id}")
     (run,) = fail.runs
     print(f"{fail.name}: Jaeger span start {span['startTime']} us, duration {span['duration']} us; OpenClaw runAtMs "
           f"{run['runAtMs']}, durationMs {run['durationMs']}")
