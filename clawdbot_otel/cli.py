@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from .collect._cli import register as register_watch_openclaw
+from .collect import register as register_watch_openclaw
 from .gateway import register as register_gateway
 from .logfiles import register as register_logs
 from .presentation import catalogue_dict, catalogue_markdown, register_log_search

@@ -13,6 +13,7 @@ Watchers never raise into the host: bad files are counted in
 
 from __future__ import annotations
 
+from ._cli import register
 from ._gauges import GaugeCallbacks
 from .heartbeats import TaskHeartbeatWatcher
 from .inbox import InboxWatcher
@@ -33,4 +34,5 @@ __all__ = [
     "TaskHeartbeatWatcher",
     "TaskInstrumentation",
     "openclaw_state_dir",
+    "register",
 ]

@@ -52,8 +52,7 @@ from typing import Any
 
 import orjson
 
-from clawdbot_otel._facade import Telemetry
-from clawdbot_otel._spans import SpanHandle, model_family
+from clawdbot_otel import SpanHandle, Telemetry, model_family
 from clawdbot_otel.paths import state_dir as clawdbot_state_dir
 
 from ._polling import PollingWatcher
@@ -253,7 +252,7 @@ class _Checkpoint:
         os.replace(tmp, self.path)
 
 
-def default_checkpoint(openclaw_dir: Path) -> Path:
+def _default_checkpoint(openclaw_dir: Path) -> Path:
     """One checkpoint per OpenClaw state folder, under clawdbot-otel's own state folder."""
     key = hashlib.sha256(str(openclaw_dir.resolve()).encode()).hexdigest()[:16]
     return clawdbot_state_dir() / "openclaw-state" / f"{key}.json"
@@ -584,7 +583,7 @@ class OpenClawStateWatcher(PollingWatcher):
     ) -> None:
         super().__init__(telemetry, interval_s=interval_s)
         self.openclaw_dir = openclaw_state_dir(openclaw_dir)
-        self._checkpoint = _Checkpoint.load(Path(checkpoint) if checkpoint else default_checkpoint(self.openclaw_dir))
+        self._checkpoint = _Checkpoint.load(Path(checkpoint) if checkpoint else _default_checkpoint(self.openclaw_dir))
         if self._checkpoint.damaged:  # said, and counted: the runs still in OpenClaw's tables are reported again
             self._errors.report("checkpoint_damaged", str(self._checkpoint.path),
                                 f"{self._checkpoint.damaged}; starting over", level="ERROR")
