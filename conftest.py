@@ -1,3 +1,3 @@
 """Fixtures shared across test folders: the real OpenClaw gateway is started once per session for all of them."""
 
-pytest_plugins = ["tests.openclaw.fixtures"]
+pytest_plugins = ["tests.openclaw.fixtures", "tests.collect.openclaw_automations"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from .collect import register as register_watch_openclaw
 from .gateway import register as register_gateway
 from .logfiles import register as register_logs
 from .presentation import catalogue_dict, catalogue_markdown, register_log_search
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gateway(sub)
     register_log_search(register_logs(sub), default_url=_log_store_url)
     register_stack(sub)
+    register_watch_openclaw(sub)
     return parser
 
 

@@ -13,9 +13,11 @@ Watchers never raise into the host: bad files are counted in
 
 from __future__ import annotations
 
+from ._cli import register
 from ._gauges import GaugeCallbacks
 from .heartbeats import TaskHeartbeatWatcher
 from .inbox import InboxWatcher
+from .openclaw_state import OpenClawStateWatcher, openclaw_state_dir
 from .resources import ResourceSampler
 from .scheduler import JobRun, SchedulerInstrumentation
 from .spawn_queue import SpawnQueueWatcher
@@ -25,9 +27,12 @@ __all__ = [
     "GaugeCallbacks",
     "InboxWatcher",
     "JobRun",
+    "OpenClawStateWatcher",
     "ResourceSampler",
     "SchedulerInstrumentation",
     "SpawnQueueWatcher",
     "TaskHeartbeatWatcher",
     "TaskInstrumentation",
+    "openclaw_state_dir",
+    "register",
 ]

@@ -13,12 +13,15 @@ import os
 import signal
 import socket
 import sys
+import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
 
 DEFAULT_PORT = 18789
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def register(subparsers: Any) -> None:
@@ -46,6 +49,12 @@ def register(subparsers: Any) -> None:
                     help="multiply the simulated runtime's delays (e.g. 0.1 for a fast demo)")
     gw.add_argument("--heartbeat-stale-after", type=float, default=300.0, metavar="SECONDS",
                     help="a task heartbeat not updated for this long is stale (default %(default)s)")
+    gw.add_argument("--openclaw-state", metavar="DIR", default=None,
+                    help="with --upstream: the upstream's OpenClaw state folder, read (read-only) for automations, "
+                    "tasks and model usage that never pass through the proxy (default $OPENCLAW_STATE_DIR, else "
+                    "~/.openclaw, when the upstream is on this machine and the folder exists)")
+    gw.add_argument("--openclaw-state-interval", type=float, default=15.0, metavar="SECONDS",
+                    help="seconds between reads of the OpenClaw state (default %(default)s)")
     gw.add_argument("--no-telemetry", action="store_true", help="relay/answer without any telemetry (baseline)")
     gw.set_defaults(func=_gateway)
 
@@ -74,11 +83,14 @@ def _gateway(args: argparse.Namespace) -> int:
     if not args.no_telemetry:
         # host:port tells two gateways on one machine apart and stays the same across restarts
         clawdbot_otel.setup(instance_id=f"{socket.gethostname()}:{args.port}")
+    state_folder, no_state_reason = (_openclaw_state_folder(args) if args.upstream and not args.no_telemetry
+                                     else (None, None))
     try:
         server = GatewayServer(clawdbot_otel.get_telemetry(), host=args.host, port=args.port,
                                upstream=args.upstream, upstream_token=args.upstream_token, workspace=args.workspace,
                                token=args.token, observe=not args.no_telemetry, time_scale=args.time_scale,
-                               heartbeat_stale_after_s=args.heartbeat_stale_after)
+                               heartbeat_stale_after_s=args.heartbeat_stale_after,
+                               scheduler_from_frames=state_folder is None)
     except ForeignWorkspaceError as exc:  # a folder the simulator did not make: refused, says what to do
         sys.stderr.write(f"clawdbot-otel gateway: {exc}\n")
         clawdbot_otel.shutdown()
@@ -95,6 +107,9 @@ def _gateway(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"clawdbot-otel gateway: cannot listen on {args.host}:{args.port}: {exc}\n")
             return 1
         sys.stdout.write(f"clawdbot-otel gateway: listening on {server.url} ({server.mode})\n")
+        if no_state_reason:
+            sys.stdout.write(f"clawdbot-otel gateway: {no_state_reason}\n")
+        state_watcher = _start_openclaw_state(args, server, state_folder) if state_folder is not None else None
         sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -102,6 +117,9 @@ def _gateway(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if state_watcher is not None:
+            await state_watcher.stop()
+            state_watcher.close()
         await server.stop()
         return 0
 
@@ -109,6 +127,36 @@ def _gateway(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     finally:
         clawdbot_otel.shutdown()
+
+
+def _openclaw_state_folder(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """Proxy mode: the upstream's OpenClaw state folder when it is on this machine, else why it is not read.
+
+    When it is read, it is authoritative for automations and tasks (it sees runs with nobody connected), so the
+    frame observer does not count `cron` and `task` events; model usage stays the proxy's for the runs it saw.
+    """
+    from clawdbot_otel.collect import openclaw_state_dir
+
+    folder = openclaw_state_dir(args.openclaw_state)
+    host = urllib.parse.urlsplit(args.upstream).hostname or ""
+    if args.openclaw_state is None and host not in _LOOPBACK_HOSTS:
+        return None, (f"upstream {host} is not on this machine, so its OpenClaw state is not read: automations are "
+                      "seen only while a client is connected (pass --openclaw-state DIR if its state is here)")
+    if not (folder / "state").is_dir():
+        return None, (f"no OpenClaw state in {folder}; automations are seen only while a client is connected "
+                      "(pass --openclaw-state DIR)")
+    return folder, None
+
+
+def _start_openclaw_state(args: argparse.Namespace, server: Any, folder: Path) -> Any:
+    from clawdbot_otel.collect import OpenClawStateWatcher
+
+    watcher = OpenClawStateWatcher(server.telemetry, folder, interval_s=args.openclaw_state_interval,
+                                   proxy_counted=server.observer.counted_run)
+    watcher.start()
+    sys.stdout.write(f"clawdbot-otel gateway: reading OpenClaw state in {folder} every "
+                     f"{args.openclaw_state_interval:g} s\n")
+    return watcher
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -48,6 +48,9 @@ class FrameObserver:
         after a run's lifecycle `end`, how long to wait for the final res that carries its usage.
     count_cron:
         count `cron` events into the scheduler metrics (off when the scheduler itself is instrumented).
+    count_tasks:
+        count `task` event completions into the task metrics (off when an `OpenClawStateWatcher` reads
+        the same gateway's task ledger: it sees every task, connected or not).
     count_subagents:
         count sub-agent runs (session keys `agent:<id>:subagent:<uuid>`) into spawn_subagent_*; off when
         a `SpawnQueueWatcher` over the same spawn queue counts them from its response files.
@@ -66,6 +69,7 @@ class FrameObserver:
         max_runs: int = 10_000,
         max_requests: int = 10_000,
         count_cron: bool = True,
+        count_tasks: bool = True,
         count_subagents: bool = True,
         tasks: TaskInstrumentation | None = None,
         register_gauges: bool = True,
@@ -81,7 +85,7 @@ class FrameObserver:
                                        max_requests=max_requests)
         self.tasks = tasks if tasks is not None else TaskInstrumentation(telemetry)
         self._own_tasks = tasks is None
-        self.task_events = TaskEvents(telemetry, self.tasks, self.runs.session_of)
+        self.task_events = TaskEvents(telemetry, self.tasks, self.runs.session_of, count_completions=count_tasks)
         self.started_ns = clock()
         self.last_tick_ns: int | None = None
         self.last_health_ok: bool | None = None
@@ -161,6 +165,10 @@ class FrameObserver:
             self._gauges.close()
             if self._own_tasks:
                 self.tasks.close()
+
+    def counted_run(self, run_id: str) -> bool:
+        """Whether this run's tokens and cost were counted here (its final response passed through)."""
+        return self.runs.counted(run_id)
 
     def run_traceparent(self, run_id: str) -> str | None:
         """The session span of a live run, as a `traceparent` (for work the run hands on)."""

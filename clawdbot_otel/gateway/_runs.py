@@ -98,6 +98,10 @@ class RunTracker:
         if run is not None and run.request is req:
             run.request = None  # the run goes on; it is finished by its own frames or the sweep
 
+    def counted(self, run_id: str) -> bool:
+        """Whether this run finished here with its tokens and cost counted."""
+        return run_id in self._finished
+
     def session_of(self, run_id: str) -> SpanHandle | None:
         run = self._runs.get(run_id)
         return run.session if run is not None else None

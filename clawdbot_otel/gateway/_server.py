@@ -114,6 +114,8 @@ class GatewayServer:
     `observe=False` runs the same relay with no telemetry at all (the benchmark's baseline).
     `collectors=True` (embedded mode) also runs the spawn-queue, inbox and heartbeat watchers and the
     resource sampler over the workspace, inside this process.
+    `scheduler_from_frames=False` leaves automations and task completions to an `OpenClawStateWatcher`
+    over the upstream's state (it sees every run, connected or not; counting the frames too would double).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class GatewayServer:
         max_queue: int = 10_000,
         max_observe_queue: int = 10_000,
         heartbeat_stale_after_s: float = 300.0,
+        scheduler_from_frames: bool = True,
     ) -> None:
         self.telemetry = telemetry
         self.heartbeat_stale_after_s = heartbeat_stale_after_s
@@ -168,7 +171,8 @@ class GatewayServer:
             # Embedded: the spawn-queue watcher counts sub-agents from its response files (the simulator
             # spawns through the queue only). Proxy: the observer does, from sub-agent session keys.
             self.observer = FrameObserver(telemetry, run_timeout_s=run_timeout_s,
-                                          count_subagents=not (self.collectors_enabled and upstream is None))
+                                          count_subagents=not (self.collectors_enabled and upstream is None),
+                                          count_cron=scheduler_from_frames, count_tasks=scheduler_from_frames)
         # Proxy mode: the upstream's liveness and uptime come from a probe connection of our own.
         self.monitor = (UpstreamMonitor(telemetry, upstream, upstream_token)
                         if upstream and observe and monitor_upstream else None)

@@ -23,13 +23,15 @@ _TASK_STATUS = {
 
 
 class TaskEvents:
-    """`session_of(run_id)` parents a validation span on its run's session, when the run is open."""
+    """`session_of(run_id)` parents a validation span on its run's session, when the run is open.
+    `count_completions=False` leaves completions to an `OpenClawStateWatcher` (validations are still read)."""
 
     def __init__(self, telemetry: Telemetry, tasks: TaskInstrumentation,
-                 session_of: Callable[[str], SpanHandle | None]) -> None:
+                 session_of: Callable[[str], SpanHandle | None], *, count_completions: bool = True) -> None:
         self.telemetry = telemetry
         self.tasks = tasks
         self.session_of = session_of
+        self.count_completions = count_completions
         self._seen = LRU(4096)
         self._finished = LRU(4096)
 
@@ -44,7 +46,8 @@ class TaskEvents:
             for item in validations[:8]:
                 if isinstance(item, dict):
                     self._validation(task_id, task, item, now)
-        if status is None or not isinstance(task_id, str) or not self._finished.add(task_id):
+        if not self.count_completions or status is None or not isinstance(task_id, str) \
+                or not self._finished.add(task_id):
             return
         phase = str(task.get("phase") or task.get("kind") or OTHER)
         ended, started, created = num(task.get("endedAt")), num(task.get("startedAt")), num(task.get("createdAt"))

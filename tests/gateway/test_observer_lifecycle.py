@@ -159,3 +159,18 @@ def test_the_model_call_ends_when_the_model_asks_for_a_tool(cap: Capture) -> Non
     first, second = sorted(cap.spans_by_category("model_call"), key=lambda s: s.start_time or 0)
     assert ((first.end_time or 0) - (first.start_time or 0)) / _NS == pytest.approx(0.28)  # not the tool's 5 s
     assert ((second.end_time or 0) - (second.start_time or 0)) / _NS == pytest.approx(0.2)
+
+
+def test_with_the_openclaw_state_read_cron_and_task_events_are_left_to_it(cap: Capture) -> None:
+    """`gateway --upstream` with local OpenClaw state: the state reader counts every run, connected or not,
+    so the frame observer must not count the same runs from the events a connected client happens to see."""
+    observer = FrameObserver(cap.telemetry, count_cron=False, count_tasks=False)
+    observer.connection_opened("c")
+    _feed(observer, "c", "s2c", {"type": "event", "event": "cron", "payload": {
+        "jobId": "j1", "jobName": "nightly", "action": "finished", "status": "ok", "runAtMs": _T0_MS,
+        "durationMs": 10}}, _T0_MS + 10)
+    _feed(observer, "c", "s2c", {"type": "event", "event": "task", "payload": {"task": {
+        "taskId": "t1", "status": "succeeded", "createdAt": _T0_MS, "startedAt": _T0_MS, "endedAt": _T0_MS + 10}}},
+        _T0_MS + 10)
+    assert cap.metric_points("scheduler.jobs") == [] and cap.metric_points("task.completion") == []
+    assert cap.spans_by_category("job") == []
