@@ -155,7 +155,8 @@ class _Metric:
                     value = OTHER
                 fixed[key] = value
                 continue
-            text = value if isinstance(value, str) else str(value)
+            # free-form values come from frames and files: a token in a tool name must not become a series
+            text = owner.redactor.scrub(value if isinstance(value, str) else str(value))
             if len(text) > owner.label_value_max_chars:
                 text = text[: owner.label_value_max_chars]
                 owner._count("label_value_truncated", self.spec.name)

@@ -177,7 +177,7 @@ class ShapeRecord:
             "timestamp": event_dict.get("timestamp"),
             "level": event_dict.get("level"),
             "component": event_dict.get("component") or self._default_component,
-            "message": event_dict.get("event", event_dict.get("message", "")),
+            "message": self._redactor.scrub(str(event_dict.get("event", event_dict.get("message", "")))),
         }
         for key in _TOP_LEVEL[4:]:
             value = event_dict.get(key)
@@ -441,7 +441,7 @@ class LogPipeline:
             "timestamp": stamp.stamp(ns),
             "level": level,
             "component": component or self._default_component,
-            "message": message,
+            "message": self._redactor.scrub(message if isinstance(message, str) else str(message)),
         }
         ctx = otel_context.get_current()
         if correlation_id is None:

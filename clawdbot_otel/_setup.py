@@ -49,6 +49,8 @@ from ._facade import Telemetry
 from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter
 from ._log_queue import QueuedLogRecordProcessor
 from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
+from ._redact import Redactor
+from ._redact_spans import RedactingSpanExporter
 from ._sdk_internals import exporter_preferences, fast_export_enabled, otlp_log_exporter, otlp_span_exporter
 from .conventions import METRICS, Kind
 from .logfiles import LevelFileSink
@@ -348,6 +350,7 @@ def setup(
         telemetry.strict = settings.strict
         telemetry.capture_content = settings.capture_content
         telemetry._log_level = level_value(settings.log_level)
+        telemetry.redactor = Redactor.from_env()
         if _Installed.settings is not None:
             telemetry.bind(_Installed.meter_provider, _Installed.tracer_provider, _Installed.logger_provider,
                            log_sinks)
@@ -370,7 +373,7 @@ def setup(
             tp = TracerProvider(resource=resource, shutdown_on_exit=False)
             span_exporter = _span_exporter(settings.exporters["traces"], settings.fast_export)
             if span_exporter is not None:
-                tp.add_span_processor(BatchSpanProcessor(span_exporter))
+                tp.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(span_exporter, telemetry.redactor)))
             _set_global(current[0], tp, trace.set_tracer_provider)
             _Installed.tracer_provider = tp
         if mp is None:
