@@ -247,6 +247,14 @@ class Redactor:
             entropy=env.get("CLAWDBOT_OTEL_REDACT_ENTROPY", "").lower() in {"1", "true", "yes", "on"},
         )
 
+    def add_secret(self, value: str | None, kind: str) -> None:
+        """Hide this exact value wherever it appears (a gateway token has no format to be found by).
+
+        Values under 4 characters are not registered: hiding "ab" in every string would mangle the
+        telemetry more than it protects."""
+        if value and len(value) >= 4 and all(rule.pattern.pattern != re.escape(value) for rule in self._custom):
+            self._custom = (*self._custom, _Rule(kind, re.escape(value)))
+
     @property
     def settings(self) -> str:
         """One line for `clawdbot-otel config`."""

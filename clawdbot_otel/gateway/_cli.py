@@ -15,6 +15,9 @@ import socket
 import sys
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
+
+from clawdbot_otel import Redactor
 
 __all__ = ["register"]
 
@@ -71,6 +74,9 @@ def _gateway(args: argparse.Namespace) -> int:
 
     from ._server import GatewayServer
 
+    if args.upstream is not None and (problem := _upstream_problem(args.upstream)) is not None:
+        sys.stderr.write(f"clawdbot-otel gateway: {problem}\n")
+        return 2
     if not args.no_telemetry:
         # host:port tells two gateways on one machine apart and stays the same across restarts
         clawdbot_otel.setup(instance_id=f"{socket.gethostname()}:{args.port}")
@@ -94,13 +100,20 @@ def _gateway(args: argparse.Namespace) -> int:
             else:
                 sys.stderr.write(f"clawdbot-otel gateway: cannot listen on {args.host}:{args.port}: {exc}\n")
             return 1
-        sys.stdout.write(f"clawdbot-otel gateway: listening on {server.url} ({server.mode})\n")
-        sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        sys.stdout.write(f"clawdbot-otel gateway: listening on {server.url} ({server.mode})\n")
+        sys.stdout.flush()
+        if args.upstream is not None and (silence := await _upstream_silence(args.upstream)) is not None:
+            # the proxy still runs: GatewayDown reports the dead upstream, and relaying resumes when it answers
+            shown = server.telemetry.redactor.scrub(args.upstream)
+            sys.stderr.write(f"clawdbot-otel gateway: upstream {shown} does not answer ({silence}); "
+                             "clients are refused until it does: start the OpenClaw gateway there or fix "
+                             "--upstream\n")
+            sys.stderr.flush()
         await stop.wait()
         await server.stop()
         return 0
@@ -109,6 +122,41 @@ def _gateway(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     finally:
         clawdbot_otel.shutdown()
+
+
+def _upstream_problem(url: str) -> str | None:
+    """Why --upstream cannot be a gateway's address, or None."""
+    parsed = urlsplit(url)
+    try:
+        port_ok = parsed.port is None or parsed.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if parsed.scheme in ("ws", "wss") and parsed.hostname and port_ok:
+        return None
+    shown = Redactor().scrub(url)  # a URL may carry credentials; setup() has not run yet
+    if parsed.scheme in ("ws", "wss"):
+        return f"--upstream {shown} has no usable host or port: use ws://HOST:PORT (e.g. ws://127.0.0.1:18790)"
+    return (f"--upstream {shown} is not a WebSocket URL: use ws://HOST:PORT or wss://HOST:PORT, the "
+            "address the OpenClaw gateway listens on (e.g. ws://127.0.0.1:18790)")
+
+
+async def _upstream_silence(url: str, timeout_s: float = 3.0) -> str | None:
+    """None when a WebSocket to the upstream opens within `timeout_s`, else what went wrong."""
+    from websockets.asyncio.client import connect
+
+    try:
+        async with connect(url, open_timeout=timeout_s, compression=None):
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except socket.gaierror:
+        return "unknown host"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _demo(args: argparse.Namespace) -> int:
