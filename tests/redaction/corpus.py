@@ -32,7 +32,7 @@ def _fill(stem: str, n: int, alphabet: str = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ
 
 
 _ANTHROPIC = _fill("FAKEanthropicTESTKEY", 93, alphabet="abcdefXYZ0123456789_-")
-_OPENAI = _fill("FAKEopenaiTESTKEY", 48)
+_OPENAI = _fill("FAKEopenaiTESTKEY", 24) + "T3Blbk" + "FJ" + _fill("FAKEopenaiTAIL", 24)
 _GITHUB = _fill("FAKEgithubTOKEN", 36)
 _GITLAB = _fill("FAKEgitlabTOKEN", 20)
 _SLACK = "1234567890-0987654321-" + _fill("FAKEslackTOKEN", 24).lower()
