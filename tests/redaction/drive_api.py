@@ -12,6 +12,7 @@ import contextlib
 import logging
 
 import clawdbot_otel as telemetry
+from clawdbot_otel import Telemetry
 from clawdbot_otel.logfiles import audit
 
 from .corpus import CORPUS
@@ -21,22 +22,27 @@ class ProviderError(Exception):
     """What a provider SDK raises: its message echoes the request's credentials."""
 
 
+def push(t: Telemetry, text: str) -> None:
+    """`text` through every surface of one `Telemetry` (strict or not: nothing here is outside the catalogue)."""
+    t.log("WARN", "gateway", text, metadata={"detail": text, "nested": [{"x": text}]})
+    with contextlib.suppress(ProviderError), t.tool_call_span("exec", params={"cmd": text}) as span:
+        span.set("gen_ai.tool.call.result", text)
+        span.span.add_event("tool.stderr", {"line": text})
+        raise ProviderError(text)
+    with t.job_span(text):
+        pass
+    t.increment("session_tool_calls_total", {"tool_name": text, "status": "failure"})
+    audit("config.set", outcome="failure", actor=text, reason=text, telemetry=t)
+    try:
+        raise ProviderError(text)
+    except ProviderError:
+        logging.getLogger("provider.sdk").exception("call failed: %s", text)
+
+
 def main() -> None:
     telemetry.setup(service_name="redaction-corpus")
     for sample in CORPUS:
-        telemetry.log("WARN", "gateway", sample.text, metadata={"detail": sample.text, "nested": [{"x": sample.text}]})
-        with contextlib.suppress(ProviderError), telemetry.tool_call_span("exec", params={"cmd": sample.text}) as span:
-            span.set("gen_ai.tool.call.result", sample.text)
-            span.span.add_event("tool.stderr", {"line": sample.text})
-            raise ProviderError(sample.text)
-        with telemetry.job_span(sample.text):
-            pass
-        telemetry.increment("session_tool_calls_total", {"tool_name": sample.text, "status": "failure"})
-        audit("config.set", outcome="failure", actor=sample.text, reason=sample.text)
-        try:
-            raise ProviderError(sample.text)
-        except ProviderError:
-            logging.getLogger("provider.sdk").exception("call failed: %s", sample.text)
+        push(telemetry.get_telemetry(), sample.text)
     telemetry.shutdown()
 
 

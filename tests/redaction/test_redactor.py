@@ -9,6 +9,7 @@ from clawdbot_otel import Redactor
 from clawdbot_otel.testing import capture_telemetry
 
 from .corpus import CORPUS, Sample
+from .drive_api import push
 
 _PLUGINS = get_mapping_from_secret_type_to_class()
 # detect-secrets' plugin for the formats it has one for (the others are ours: see _redact's docstring)
@@ -97,27 +98,21 @@ def test_every_span_surface_and_label_value_is_redacted() -> None:
     key = next(s for s in CORPUS if s.kind == "github-token")
     provider = next(s for s in CORPUS if s.kind == "anthropic-key")
     with capture_telemetry(capture_content=True) as cap:
-        t = cap.telemetry
-        with pytest.raises(RuntimeError), t.tool_call_span("exec", params={"cmd": key.text}) as span:
-            span.set("gen_ai.tool.call.result", provider.text)
-            span.span.add_event("stderr", {"line": key.text})
-            raise RuntimeError(key.text)
-        with t.job_span(provider.text):
-            pass
-        t.increment("session_tool_calls_total", {"tool_name": provider.text, "status": "failure"})
-        t.log("WARN", "gateway", provider.text, metadata={"detail": key.text})
+        push(cap.telemetry, key.text)
+        push(cap.telemetry, provider.text)
         spans = cap.finished_spans()
         dumped = "".join(s.to_json() for s in spans) + cap.log_stream.getvalue().decode()
-        (point,) = cap.metric_points("session.tool_calls")
+        points = cap.metric_points("session.tool_calls")
         dumped += repr(cap.collect_metrics()) + repr([r.log_record.body for r in cap.otlp_logs()])
     assert key.payload not in dumped and provider.payload not in dumped
     tool = next(s for s in spans if s.attributes and s.attributes.get("gen_ai.tool.name") == "exec")
-    assert tool.status.description == "RuntimeError: git push https://x-access-token:[REDACTED:github-token]" \
+    assert tool.status.description == "ProviderError: git push https://x-access-token:[REDACTED:github-token]" \
         "@github.com/acme/app.git failed: exit 128"
     exception = next(e for e in tool.events if e.name == "exception")
     assert exception.attributes is not None
     assert "[REDACTED:github-token]" in str(exception.attributes["exception.message"])
     assert "[REDACTED:github-token]" in str(exception.attributes["exception.stacktrace"])
-    assert "[REDACTED:anthropic-key]" in str(tool.attributes["gen_ai.tool.call.result"])  # type: ignore[index]
+    assert tool.attributes is not None
+    assert tool.attributes["gen_ai.tool.call.result"] == key.text.replace("ghp_" + key.payload, "[REDACTED:github-token]")
     assert any(s.name.endswith("[REDACTED:anthropic-key]") for s in spans)
-    assert point.attributes["tool_name"] == "provider refused Authorization: Bearer [REDACTED:anthropic-key]"
+    assert "provider refused Authorization: Bearer [REDACTED:anthropic-key]" in {p.attributes["tool_name"] for p in points}
