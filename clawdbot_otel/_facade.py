@@ -338,6 +338,9 @@ class Telemetry(TracingMixin):
             if add is None:
                 self._lookup(name, (Kind.COUNTER, Kind.UPDOWN_COUNTER))
                 return
+            if not math.isfinite(value):  # the SDK would drop it without a word
+                self._bad_value(name, value, "is not a finite number")
+                return
             if value < 0 and metric.spec.kind is Kind.COUNTER:  # type: ignore[union-attr]
                 self._bad_value(name, value, "is negative: counters only go up (use an up-down counter)")
                 return
