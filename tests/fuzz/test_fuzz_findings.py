@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from clawdbot_otel import TelemetryError
 from clawdbot_otel._span_export import encode_spans_fast
+from clawdbot_otel.gateway._frames import RequestFrame, parse_frame
+from clawdbot_otel.gateway._server import inject_traceparent
 from clawdbot_otel.testing import capture_telemetry
 
 
@@ -35,3 +38,16 @@ def test_a_counter_increment_that_is_not_finite_is_counted(value: float) -> None
     with capture_telemetry(strict=False) as cap:
         cap.telemetry.increment("gateway_requests_total", {"method": "agent", "status": "success"}, value)
         assert cap.telemetry.dropped == {("invalid_value", "gateway_requests_total"): 1}
+
+
+def test_a_nested_traceparent_is_never_rewritten_for_the_top_level_one() -> None:
+    # Found: with the top-level value written with \u escapes and the same value plain in `params`, the
+    # proxy replaced the nested one: the upstream got altered params and the client's trace instead of ours.
+    old = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    new = "00-11111111111111111111111111111111-2222222222222222-01"
+    message = json.dumps({"type": "req", "id": "1", "method": "m", "traceparent": "X", "params": {"traceparent": old}})
+    message = message.replace('"X"', json.dumps(old).replace("0", "\\u0030"))
+    frame = parse_frame(message)
+    assert isinstance(frame, RequestFrame) and frame.traceparent == old
+    out = json.loads(inject_traceparent(message, frame, new))
+    assert out == {"type": "req", "id": "1", "method": "m", "traceparent": new, "params": {"traceparent": old}}
