@@ -33,7 +33,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["Redactor", "is_secret_key", "redacted"]
@@ -83,12 +83,15 @@ def _basic_credentials(encoded: str) -> bool:
 
 
 class _Rule:
-    """One format: a pattern, the kind it reports, and which group is the secret (0: the whole match)."""
+    """One format: the lower-case substrings it cannot match without (`markers`), a pattern, the kind it
+    reports, and which group is the secret (0: the whole match)."""
 
-    __slots__ = ("check", "group", "kind", "pattern")
+    __slots__ = ("check", "group", "kind", "markers", "pattern")
 
-    def __init__(self, kind: str, pattern: str, group: int = 0, check: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, kind: str, markers: tuple[str, ...], pattern: str, group: int = 0,
+                 check: Callable[[str], bool] | None = None) -> None:
         self.kind = kind
+        self.markers = markers
         self.pattern = re.compile(pattern)
         self.group = group
         self.check = check
@@ -107,60 +110,88 @@ class _Rule:
         return self.pattern.sub(replace, text)
 
 
+_GITLAB = tuple(f"gl{kind}-" for kind in ("pat", "dt", "ft", "soat", "rt", "cbt", "imt", "ptt", "agent", "oas"))
+
 # Specific formats first (their kind is the most useful), the generic pairs last; a value already
 # replaced is never matched again (`(?!\[REDACTED)`).
 _RULES: tuple[_Rule, ...] = (
     # detect-secrets PrivateKeyDetector (BEGIN ... PRIVATE KEY, PGP, PuTTY); a key cut short hides the rest
-    _Rule("private-key", r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)(?:-----END[A-Z0-9 ]*-----|\Z)"),
-    _Rule("private-key", r"PuTTY-User-Key-File-\d+:(?s:.*?)(?:Private-MAC: *[0-9a-f]+|\Z)"),
+    _Rule("private-key", ("-----begin",),
+          r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)(?:-----END[A-Z0-9 ]*-----|\Z)"),
+    _Rule("private-key", ("putty",), r"PuTTY-User-Key-File-\d+:(?s:.*?)(?:Private-MAC: *[0-9a-f]+|\Z)"),
     # ours: Anthropic API, admin and OAuth keys (sk-ant-api03-..., sk-ant-admin01-..., sk-ant-oat01-...)
-    _Rule("anthropic-key", r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
+    _Rule("anthropic-key", ("sk-ant-",), r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
     # detect-secrets OpenAIDetector (legacy T3BlbkFJ keys) widened to project/service/admin keys
-    _Rule("openai-key", r"\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}"),
+    _Rule("openai-key", ("sk-",), r"\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}"),
     # detect-secrets StripeDetector ([rs]k_live_), widened to test-mode keys
-    _Rule("stripe-key", r"\b[rs]k_(?:live|test)_[0-9a-zA-Z]{16,}"),
+    _Rule("stripe-key", ("sk_", "rk_"), r"\b[rs]k_(?:live|test)_[0-9a-zA-Z]{16,}"),
     # detect-secrets GitHubTokenDetector, plus fine-grained personal access tokens
-    _Rule("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9_]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    _Rule("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+          r"\b(?:gh[pousr]_[A-Za-z0-9_]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
     # detect-secrets GitLabTokenDetector (personal, deploy, runner, pipeline, OAuth, agent tokens)
-    _Rule("gitlab-token",
+    _Rule("gitlab-token", (*_GITLAB, "gr1348941"),
           r"\b(?:gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-[A-Za-z0-9_-]{20,}|GR1348941[A-Za-z0-9_-]{20,})"),
     # detect-secrets SlackDetector: tokens and incoming-webhook URLs
-    _Rule("slack-token", r"(?i)\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    _Rule("slack-webhook", r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]+"),
+    _Rule("slack-token", ("xox",), r"(?i)\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    _Rule("slack-webhook", ("hooks.slack.com",), r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]+"),
     # detect-secrets AWSKeyDetector: access key ids, and a 40-character secret near "aws"
-    _Rule("aws-access-key", r"\b(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}\b"),
-    _Rule("aws-secret-key",
+    _Rule("aws-access-key", ("a3t", "abia", "acca", "akia", "asia"),
+          r"\b(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}\b"),
+    _Rule("aws-secret-key", ("aws",),
           r"(?i)aws.{0,20}?(?:secret|key|pwd|pw|password|pass|token).{0,20}?[\"'=:\s]([0-9a-zA-Z/+]{40})(?![0-9a-zA-Z/+])",
           1),
     # ours: Google API keys and OAuth access tokens
-    _Rule("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}"),
-    _Rule("google-oauth-token", r"\bya29\.[0-9A-Za-z_-]{20,}"),
+    _Rule("google-api-key", ("aiza",), r"\bAIza[0-9A-Za-z_-]{35}"),
+    _Rule("google-oauth-token", ("ya29.",), r"\bya29\.[0-9A-Za-z_-]{20,}"),
     # detect-secrets JwtTokenDetector (three base64url segments)
-    _Rule("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    _Rule("jwt", ("eyj",), r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
     # ours: Authorization schemes; the scheme stays, the credential goes
-    _Rule("bearer-token", r"(?i)\bbearer\s+(?!\[REDACTED)([A-Za-z0-9._~+/-]*[0-9][A-Za-z0-9._~+/-]*=*)", 1),
-    _Rule("basic-auth", r"(?i)\bbasic\s+([A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=])", 1, _basic_credentials),
+    _Rule("bearer-token", ("bearer",),
+          r"(?i)\bbearer\s+(?!\[REDACTED)([A-Za-z0-9._~+/-]*[0-9][A-Za-z0-9._~+/-]*=*)", 1),
+    _Rule("basic-auth", ("basic",), r"(?i)\bbasic\s+([A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=])", 1,
+          _basic_credentials),
     # detect-secrets BasicAuthDetector: user:password@ in a URL; the user stays
-    _Rule("url-credentials", r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:(?!\[REDACTED)([^@\s/]+)@", 1),
+    _Rule("url-credentials", ("://",), r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:(?!\[REDACTED)([^@\s/]+)@", 1),
     # detect-secrets KeywordDetector, simplified for free text: name=value, name: value, "name": "value"
     *(
-        _Rule(kind,
+        _Rule(kind, markers,
               rf"(?i)\b[a-z0-9_.-]*?(?:{names})[\"']?\s*[=:]\s*[\"']?(?!\[REDACTED)([^\s\"'&,;)}}\]]+)", 1)
-        for kind, names in (
-            ("password", r"password|passwd|pwd"),
-            ("api-key", r"api[_-]?key|access[_-]?key|private[_-]?key"),
-            ("secret", r"secret"),
-            ("token", r"token"),
+        for kind, markers, names in (
+            ("password", ("pass", "pwd"), r"password|passwd|pwd"),
+            ("api-key", ("key",), r"api[_-]?key|access[_-]?key|private[_-]?key"),
+            ("secret", ("secret",), r"secret"),
+            ("token", ("token",), r"token"),
         )
     ),
 )
 
-# Every rule above needs one of these substrings: a string without any is returned as it is after a
-# single scan (log messages and attribute values are mostly names, ids and statuses).
-_TRIGGER = re.compile(
-    r"(?i)-----BEGIN|putty|sk-|[rs]k_|gh[pousr]_|github_pat|gl[a-z]{1,5}-|GR1348941|xox|hooks\.slack|"
-    r"A3T|ABIA|ACCA|AKIA|ASIA|aws|AIza|ya29|eyJ|bearer|basic|://|pass|pwd|secret|token|key"
-)
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regex for any of `words`, as a prefix tree: each position tries one branch per character
+    instead of every word (3x faster than a flat alternation, 18x faster than `(?i)` on one)."""
+    tree: dict[str, Any] = {}
+    for word in words:
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def pattern(node: dict[str, Any]) -> str:
+        if "" in node:
+            return ""  # a word ends here: the longer ones add nothing to "is any there"
+        branches = [re.escape(char) + pattern(child) for char, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+
+    return pattern(tree)
+
+
+# One scan of the lower-cased text for any rule's marker: a string without any is returned as it is,
+# and a string with some runs only the rules whose markers it holds.
+_TRIGGER = re.compile(_trie_pattern({m for rule in _RULES for m in rule.markers}))
+#: Strings seen without a marker, so that a repeated message (most are) costs one lookup. Bounded: it is
+#: emptied when full. It only ever holds strings with no marker, so no secret of a known format.
+_CLEAN_MAX = 4096
+_CLEAN_MAX_CHARS = 512
+
 
 # Opt-in: a long word of base64/hex characters whose Shannon entropy is high (detect-secrets'
 # Base64HighEntropyString and HexHighEntropyString limits: 4.5 and 3.0 bits per character).
@@ -180,7 +211,7 @@ def _high_entropy(word: str) -> bool:
     return _entropy(word) > 4.5
 
 
-_HIGH_ENTROPY = _Rule("high-entropy", _WORD.pattern, 0, _high_entropy)
+_HIGH_ENTROPY = _Rule("high-entropy", (), _WORD.pattern, 0, _high_entropy)
 
 
 def _patterns_from_env(text: str) -> list[str]:
@@ -210,7 +241,7 @@ class Redactor:
     structures. `extra_patterns` (kind `custom`), `allow_keys` and `entropy` are the settings above.
     """
 
-    __slots__ = ("_allow_keys", "_custom", "_entropy", "max_chars", "max_depth", "max_items")
+    __slots__ = ("_allow_keys", "_clean", "_custom", "_entropy", "max_chars", "max_depth", "max_items")
 
     def __init__(
         self,
@@ -232,10 +263,11 @@ class Redactor:
             except re.error as exc:
                 _warn(f"redaction pattern {pattern!r} is not a regular expression ({exc}); skipped")
                 continue
-            custom.append(_Rule("custom", pattern, 1 if compiled.groups else 0))
+            custom.append(_Rule("custom", (), pattern, 1 if compiled.groups else 0))
         self._custom: tuple[_Rule, ...] = tuple(custom)
         self._allow_keys = frozenset(k.lower() for k in allow_keys)
         self._entropy = entropy
+        self._clean: dict[str, None] = {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Redactor:
@@ -253,7 +285,7 @@ class Redactor:
         Values under 4 characters are not registered: hiding "ab" in every string would mangle the
         telemetry more than it protects."""
         if value and len(value) >= 4 and all(rule.pattern.pattern != re.escape(value) for rule in self._custom):
-            self._custom = (*self._custom, _Rule(kind, re.escape(value)))
+            self._custom = (*self._custom, _Rule(kind, (), re.escape(value)))
 
     @property
     def settings(self) -> str:
@@ -264,14 +296,35 @@ class Redactor:
                 f"high-entropy: {'on' if self._entropy else 'off'}")
 
     def needs_scrub(self, text: str) -> bool:
-        """Whether `scrub` could change `text` (the cheap pre-check callers batch over many strings)."""
-        return self._entropy or bool(self._custom) or _TRIGGER.search(text) is not None
+        """Whether `scrub` could change `text` (the pre-check alone, for callers that copy on change)."""
+        if self._entropy or self._custom:
+            return True
+        clean = self._clean
+        if text in clean:
+            return False
+        if _TRIGGER.search(text.lower()) is not None:
+            return True
+        self._remember_clean(text)
+        return False
+
+    def _remember_clean(self, text: str) -> None:
+        if len(text) <= _CLEAN_MAX_CHARS:
+            clean = self._clean
+            if len(clean) >= _CLEAN_MAX:
+                clean.clear()
+            clean[text] = None
 
     def scrub(self, text: str) -> str:
         """`text` with every secret found replaced by its kind's label."""
-        if _TRIGGER.search(text) is not None:
+        clean = self._clean
+        if text in clean:
+            pass
+        elif _TRIGGER.search(lowered := text.lower()) is not None:
             for rule in _RULES:
-                text = rule.sub(text)
+                if any(marker in lowered for marker in rule.markers):
+                    text = rule.sub(text)
+        else:
+            self._remember_clean(text)
         for rule in self._custom:
             text = rule.sub(text)
         if self._entropy:
@@ -321,6 +374,6 @@ class Redactor:
         """An OTel attribute value (a string, a number or a sequence of them) with secrets hidden."""
         if isinstance(value, str):
             return self.scrub(value)
-        if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        if isinstance(value, tuple | list):
             return tuple(self.scrub(v) if isinstance(v, str) else v for v in value)
         return value

@@ -10,7 +10,7 @@ secret is handed on as it is after one pre-check over its strings; only a span w
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -23,26 +23,26 @@ from ._redact import Redactor
 __all__ = ["RedactingSpanExporter", "redact_span"]
 
 
-def _strings(attributes: Mapping[str, Any] | None) -> Iterator[str]:
-    if not attributes:
-        return
-    for value in attributes.values():
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-            yield from (v for v in value if isinstance(v, str))
-
-
-def _span_strings(span: ReadableSpan) -> Iterator[str]:
-    yield span.name
-    if span.status.description:
-        yield span.status.description
-    yield from _strings(span.attributes)
+def _needs_scrub(span: ReadableSpan, redactor: Redactor) -> bool:
+    """Whether any string of the span could hold a secret (one flat loop: this runs for every span)."""
+    needs = redactor.needs_scrub
+    if needs(span.name) or (span.status.description and needs(span.status.description)):
+        return True
+    groups = [span.attributes, *(event.attributes for event in span.events), *(link.attributes for link in span.links)]
     for event in span.events:
-        yield event.name
-        yield from _strings(event.attributes)
-    for link in span.links:
-        yield from _strings(link.attributes)
+        if needs(event.name):
+            return True
+    for attributes in groups:
+        if not attributes:
+            continue
+        for value in attributes.values():
+            if isinstance(value, str):
+                if needs(value):
+                    return True
+            # the SDK keeps sequences as tuples (and an ABC check would be slow here)
+            elif isinstance(value, tuple | list) and any(needs(v) for v in value if isinstance(v, str)):
+                return True
+    return False
 
 
 def _attributes(redactor: Redactor, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def _attributes(redactor: Redactor, attributes: Mapping[str, Any] | None) -> dic
 
 def redact_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     """`span` itself when nothing in it could be a secret, else a copy with every string redacted."""
-    if not redactor.needs_scrub("\n".join(_span_strings(span))):
+    if not _needs_scrub(span, redactor):
         return span
     old = span.attributes
     attributes = BoundedAttributes(attributes=_attributes(redactor, old), immutable=False)
