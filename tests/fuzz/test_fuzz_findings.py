@@ -9,8 +9,8 @@ import pytest
 
 from clawdbot_otel import TelemetryError
 from clawdbot_otel._span_export import encode_spans_fast
-from clawdbot_otel.gateway._frames import RequestFrame, parse_frame
-from clawdbot_otel.gateway._server import inject_traceparent
+from clawdbot_otel.frames import RequestFrame, parse_frame
+from clawdbot_otel.gateway import inject_traceparent
 from clawdbot_otel.testing import capture_telemetry
 
 

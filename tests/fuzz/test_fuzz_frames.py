@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clawdbot_otel.gateway import FrameObserver, RequestFrame
-from clawdbot_otel.gateway._frames import FrameError, parse_frame
+from clawdbot_otel.frames import FrameError, RequestFrame, parse_frame
+from clawdbot_otel.gateway import FrameObserver
 from clawdbot_otel.testing import capture_telemetry
 from tests.collect.helpers import source_errors
 from tests.gateway.replay import CAPTURES, records

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from clawdbot_otel.frames import FrameError, RequestFrame, parse_frame
 from clawdbot_otel.gateway import GatewayServer
-from clawdbot_otel.gateway._frames import FrameError, RequestFrame, parse_frame
 from clawdbot_otel.testing import capture_telemetry
 
 pytestmark = pytest.mark.timeout(300)

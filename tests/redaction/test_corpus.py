@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from clawdbot_otel.gateway import GatewayClient, GatewayError
+from clawdbot_otel.simulation import GatewayClient, GatewayError
 
 from .corpus import CORPUS
 
