@@ -11,6 +11,17 @@
 
 Best-of-`repeat` wall time per call; the sides alternate within each repetition. Ratios are
 redacted / unredacted (1.00x = free).
+
+On a shared, loaded machine wall times wander; count instructions instead: run one side of one case
+alone under callgrind at two sizes and take the difference per call (setup cancels out):
+
+    for case in scrub-plain scrub-secret log-plain log-secret span-plain span-secret; do
+      for side in base ours; do for n in 500 3000; do
+        echo "$case $side $n $(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+          .venv/bin/python bench/redaction_bench.py --only $case:$side --n $n 2>&1 | grep -o 'Collected : [0-9]*')"
+      done; done
+    done
+    # instructions per call = (Collected(3000) - Collected(500)) / 2500
 """
 
 from __future__ import annotations
@@ -82,6 +93,21 @@ def finished_span(error: str | None) -> ReadableSpan:
     return span
 
 
+def cases(redactor: Redactor) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """Each case's (unredacted, redacted) call, for `--only`."""
+    plain_log = Telemetry(log_sinks=[DropSink()], redactor=NoRedaction())
+    redacting_log = Telemetry(log_sinks=[DropSink()], redactor=redactor)
+    spans = {"plain": finished_span("exit status 1"), "secret": finished_span(SECRET)}
+    out: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
+    for label, text in (("plain", PLAIN), ("secret", SECRET)):
+        out[f"scrub-{label}"] = (lambda t=text: t, lambda t=text: redactor.scrub(t))  # type: ignore[misc]
+        out[f"log-{label}"] = (lambda t=text: plain_log.log("INFO", "scheduler", t, metadata=METADATA),  # type: ignore[misc]
+                               lambda t=text: redacting_log.log("INFO", "scheduler", t, metadata=METADATA))  # type: ignore[misc]
+        span = spans[label]
+        out[f"span-{label}"] = (lambda s=span: s, lambda s=span: redact_span(s, redactor))  # type: ignore[misc]
+    return out
+
+
 def row(name: str, base: float, ours: float) -> None:
     print(f"{name:<44} {base:>9.0f} ns {ours:>9.0f} ns {ours / base:>7.2f}x {ours - base:>+8.0f} ns")
 
@@ -90,31 +116,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--only", metavar="CASE:SIDE", help="run n calls of one side of one case, untimed "
+                        "(for callgrind): CASE scrub-plain|scrub-secret|log-plain|log-secret|span-plain|span-secret, "
+                        "SIDE base|ours")
     args = parser.parse_args()
     n, repeat = args.n, args.repeat
     redactor = Redactor()
+    if args.only:
+        case, _, side = args.only.partition(":")
+        for _ in range(n):
+            cases(redactor)[case][side == "ours"]()
+        return
+    table = cases(redactor)
     print(f"{'':<44} {'unredacted':>12} {'redacted':>12} {'ratio':>8} {'added':>11}")
-
-    for label, text in (("text, no secret marker", PLAIN), ("text with a secret", SECRET)):
-        base, ours = best_pair(lambda t=text: t, lambda t=text: redactor.scrub(t), n, repeat)  # type: ignore[misc]
-        row(f"scrub: {label}", base, ours)
-
-    plain_log = Telemetry(log_sinks=[DropSink()], redactor=NoRedaction())
-    redacting_log = Telemetry(log_sinks=[DropSink()], redactor=Redactor())
-    for label, text in (("no secret", PLAIN), ("with a secret", SECRET)):
-        base, ours = best_pair(lambda t=text: plain_log.log("INFO", "scheduler", t, metadata=METADATA),  # type: ignore[misc]
-                               lambda t=text: redacting_log.log("INFO", "scheduler", t, metadata=METADATA),  # type: ignore[misc]
-                               n, repeat)
-        row(f"log line, {label}", base, ours)
-
     host = Telemetry(tracer_provider=TracerProvider(), log_sinks=[DropSink()])
     making = min(per_call_ns(lambda: tool_span(host, None), n // 4) for _ in range(repeat))
-    for label, error in (("no secret", "exit status 1"), ("secret in status and exception", SECRET)):
-        span = finished_span(error)
-        base, ours = best_pair(lambda s=span: s, lambda s=span: redact_span(s, redactor), n // 4, repeat)  # type: ignore[misc]
-        row(f"span export pass, {label}", base, ours)
-        print(f"{'':<44} = {(ours - base) / making:.1%} of making the span on the host ({making:.0f} ns)")
-
+    for key, label in (("scrub-plain", "scrub: text, no secret marker"), ("scrub-secret", "scrub: text with a secret"),
+                       ("log-plain", "log line, no secret"), ("log-secret", "log line, with a secret"),
+                       ("span-plain", "span export pass, no secret"),
+                       ("span-secret", "span export pass, secret in status and exception")):
+        base, ours = best_pair(*table[key], n // 4 if key.startswith("span") else n, repeat)
+        row(label, base, ours)
+        if key.startswith("span"):
+            print(f"{'':<44} = {(ours - base) / making:.1%} of making the span on the host ({making:.0f} ns)")
 
 if __name__ == "__main__":
     main()
