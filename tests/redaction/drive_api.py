@@ -12,8 +12,7 @@ import contextlib
 import logging
 
 import clawdbot_otel as telemetry
-from clawdbot_otel import Telemetry
-from clawdbot_otel.logfiles import audit
+from clawdbot_otel import Telemetry, audit
 
 from .corpus import CORPUS
 
