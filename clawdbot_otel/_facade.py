@@ -155,7 +155,8 @@ class _Metric:
                     value = OTHER
                 fixed[key] = value
                 continue
-            text = value if isinstance(value, str) else str(value)
+            # free-form values come from frames and files: a token in a tool name must not become a series
+            text = owner.redactor.scrub(value if isinstance(value, str) else str(value))
             if len(text) > owner.label_value_max_chars:
                 text = text[: owner.label_value_max_chars]
                 owner._count("label_value_truncated", self.spec.name)
@@ -336,6 +337,9 @@ class Telemetry(TracingMixin):
             add = metric.add if metric is not None else None
             if add is None:
                 self._lookup(name, (Kind.COUNTER, Kind.UPDOWN_COUNTER))
+                return
+            if not math.isfinite(value):  # the SDK would drop it without a word
+                self._bad_value(name, value, "is not a finite number")
                 return
             if value < 0 and metric.spec.kind is Kind.COUNTER:  # type: ignore[union-attr]
                 self._bad_value(name, value, "is negative: counters only go up (use an up-down counter)")

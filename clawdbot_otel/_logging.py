@@ -75,6 +75,8 @@ _SEVERITY_VALUE = {name: int(number.value) for name, number in _SEVERITY.items()
 _LEVEL_NUMBER = {lv.name: lv.value for lv in LOG_LEVELS}
 _TOP_LEVEL = tuple(f.name for f in LOG_FIELDS if f.name != "metadata")
 _TOP_LEVEL_SET = frozenset((*_TOP_LEVEL, "metadata", "event"))
+#: Record fields whose values come from the host or from frames (a session key is whatever a client sent).
+_ID_FIELDS = frozenset({"correlation_id", "request_id", "session_id"})
 
 
 def level_value(level: str | int) -> int:
@@ -177,12 +179,12 @@ class ShapeRecord:
             "timestamp": event_dict.get("timestamp"),
             "level": event_dict.get("level"),
             "component": event_dict.get("component") or self._default_component,
-            "message": event_dict.get("event", event_dict.get("message", "")),
+            "message": self._redactor.scrub(str(event_dict.get("event", event_dict.get("message", "")))),
         }
         for key in _TOP_LEVEL[4:]:
             value = event_dict.get(key)
             if value is not None:
-                record[key] = value
+                record[key] = self._redactor.scrub(value) if key in _ID_FIELDS and isinstance(value, str) else value
         metadata = event_dict.get("metadata")
         extra = {k: v for k, v in event_dict.items() if k not in _TOP_LEVEL_SET and k[0] != "_"}
         if extra:
@@ -433,6 +435,7 @@ class LogPipeline:
             self.logger.log(levelno, message, component=component, correlation_id=correlation_id,
                             metadata=metadata, **fields)
             return
+        redactor = self._redactor
         # AddTimestamp
         stamp = self._timestamp
         ns = stamp._clock()
@@ -441,13 +444,14 @@ class LogPipeline:
             "timestamp": stamp.stamp(ns),
             "level": level,
             "component": component or self._default_component,
-            "message": message,
+            "message": redactor.scrub(message if isinstance(message, str) else str(message)),
         }
         ctx = otel_context.get_current()
         if correlation_id is None:
             correlation_id = get_baggage(CORRELATION_BAGGAGE_KEY, ctx)  # type: ignore[assignment]
         if correlation_id is not None:
-            record["correlation_id"] = correlation_id
+            record["correlation_id"] = redactor.scrub(correlation_id) if isinstance(correlation_id, str) \
+                else correlation_id
         span_context = trace.get_current_span(ctx).get_span_context()
         if span_context.is_valid:
             record["trace_id"] = format(span_context.trace_id, "032x")
@@ -456,11 +460,11 @@ class LogPipeline:
             for key in _RECORD_FIELDS:
                 value = fields.get(key)
                 if value is not None:
-                    record[key] = value
+                    record[key] = redactor.scrub(value) if isinstance(value, str) else value
             if extra:
                 metadata = {**metadata, **extra} if metadata else extra
         if metadata:
-            record["metadata"] = self._redactor.mapping(metadata)
+            record["metadata"] = redactor.mapping(metadata)
         # EmitOTLP, RenderJSON, the sinks
         if self._emit is not None:
             self._emit.emit(record, ns, ctx, span_context)

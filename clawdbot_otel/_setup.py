@@ -17,13 +17,15 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider, set_logger_provider
@@ -49,6 +51,8 @@ from ._facade import Telemetry
 from ._file_export import FileLogExporter, FileMetricExporter, FileSpanExporter
 from ._log_queue import QueuedLogRecordProcessor
 from ._logging import LogSink, StdlibBridgeHandler, StreamSink, level_value
+from ._redact import Redactor
+from ._redact_spans import RedactingSpanExporter
 from ._sdk_internals import exporter_preferences, fast_export_enabled, otlp_log_exporter, otlp_span_exporter
 from .conventions import METRICS, Kind
 from .logfiles import LevelFileSink
@@ -75,7 +79,7 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"clawdbot-otel: {message}\n")
 
 
-def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+def _positive_int(env: Mapping[str, str], name: str, warn: Callable[[str], None]) -> int | None:
     text = env.get(name)
     if not text:
         return None
@@ -84,9 +88,25 @@ def _positive_int(env: Mapping[str, str], name: str) -> int | None:
     except ValueError:
         value = 0
     if value <= 0:
-        _warn(f"{name}={text!r} is not a positive integer; using the default")
+        warn(f"{name}={text!r} is not a positive integer; using the default")
         return None
     return value
+
+
+def _endpoint_problem(name: str, url: str, protocol: str) -> str | None:
+    """Why an OTLP endpoint cannot work, or None. gRPC also takes `host:port` without a scheme."""
+    parsed = urlsplit(url)
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        try:
+            parsed.port  # noqa: B018 -- raises on a port that is not a number
+        except ValueError:
+            pass
+        else:
+            return None
+    elif protocol == "grpc" and re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", url):
+        return None
+    return (f"{name}={url!r} is not a URL: set it to the collector's address, e.g. http://127.0.0.1:4318 "
+            "(4317 with grpc); writing telemetry to local files meanwhile")
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,8 @@ class Settings:
     """service.instance.id from OTEL_RESOURCE_ATTRIBUTES, when the user set one."""
     fast_export: bool = True
     """Our span and log encoders and log queue (CLAWDBOT_OTEL_FAST_EXPORT, default 1) or the SDK's own."""
+    problems: tuple[str, ...] = ()
+    """What was wrong with the variables (each said once on stderr; `config` exits 2 when any)."""
 
     @property
     def development(self) -> bool:
@@ -117,6 +139,13 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, service_name: str = "clawdbot-gateway") -> Settings:
         env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def warn(message: str) -> None:
+            if message not in problems:  # one line for a variable all three signals read
+                problems.append(message)
+                _warn(message)
+
         attrs = _parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
         environment = (
             attrs.get("deployment.environment.name")
@@ -128,30 +157,30 @@ class Settings:
         strict_env = env.get("CLAWDBOT_OTEL_STRICT")
         strict = strict_env.lower() in _TRUE if strict_env else development
         output_dir = Path(env.get("CLAWDBOT_OTEL_OUTPUT_DIR") or state_dir() / "telemetry")
-        general_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         general_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         exporters: dict[str, str] = {}
         for signal in _SIGNALS:
             choices = [c.strip().lower() for c in env.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").split(",")]
             choice = choices[0]
             if len(choices) > 1:
-                _warn(f"OTEL_{signal.upper()}_EXPORTER lists several exporters; only {choice!r} is used")
+                warn(f"OTEL_{signal.upper()}_EXPORTER lists several exporters; only {choice!r} is used")
             if choice == "otlp":
-                if general_endpoint or env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
+                endpoint = _usable_endpoint(env, signal, general_protocol, warn)
+                if endpoint:
                     protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", general_protocol)
                     if protocol not in ("grpc", "http/protobuf"):
-                        _warn(f"OTLP protocol {protocol!r} for {signal} is not supported (grpc, http/protobuf); "
+                        warn(f"OTLP protocol {protocol!r} for {signal} is not supported (grpc, http/protobuf); "
                               "using http/protobuf")
                     choice = "otlp/grpc" if protocol == "grpc" else "otlp/http"
                 else:
                     choice = f"file:{output_dir / (signal + '.jsonl')}"
             exporters[signal] = choice
-        interval = _positive_int(env, "OTEL_METRIC_EXPORT_INTERVAL")
+        interval = _positive_int(env, "OTEL_METRIC_EXPORT_INTERVAL", warn)
         log_level = env.get("CLAWDBOT_OTEL_LOG_LEVEL") or ("DEBUG" if development else "INFO")
         try:
             level_value(log_level)
         except ValueError as exc:
-            _warn(f"{exc}; using INFO")
+            warn(f"{exc}; using INFO")
             log_level = "INFO"
         return cls(
             service_name=env.get("OTEL_SERVICE_NAME") or attrs.get("service.name") or service_name,
@@ -166,7 +195,23 @@ class Settings:
             output_dir=output_dir,
             instance_id=attrs.get("service.instance.id") or None,
             fast_export=fast_export_enabled(env),
+            problems=tuple(problems),
         )
+
+
+def _usable_endpoint(env: Mapping[str, str], signal: str, general_protocol: str,
+                     warn: Callable[[str], None]) -> bool:
+    """Whether OTLP has an endpoint for `signal` that can work; a broken one is said (once) and ignored."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        url = env.get(name)
+        if url:
+            protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", general_protocol)
+            problem = _endpoint_problem(name, url, protocol)
+            if problem is None:
+                return True
+            warn(problem)
+            return False
+    return False
 
 
 def histogram_views() -> list[View]:
@@ -352,6 +397,8 @@ def setup(
             telemetry.bind(_Installed.meter_provider, _Installed.tracer_provider, _Installed.logger_provider,
                            log_sinks)
             return _Installed.settings
+        # once per install: the span exporters below hold this redactor, and the gateway adds its tokens
+        telemetry.redactor = Redactor.from_env()
         if settings.disabled:
             telemetry.bind(None, None, None, log_sinks)
             _Installed.settings = settings
@@ -370,7 +417,7 @@ def setup(
             tp = TracerProvider(resource=resource, shutdown_on_exit=False)
             span_exporter = _span_exporter(settings.exporters["traces"], settings.fast_export)
             if span_exporter is not None:
-                tp.add_span_processor(BatchSpanProcessor(span_exporter))
+                tp.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(span_exporter, telemetry.redactor)))
             _set_global(current[0], tp, trace.set_tracer_provider)
             _Installed.tracer_provider = tp
         if mp is None:

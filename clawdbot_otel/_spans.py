@@ -108,6 +108,33 @@ def session_type(session_key: str | None) -> str:
     return "other"
 
 
+_PRIMITIVES = (str, bool, int, float)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _attribute_problem(value: Any) -> str | None:
+    """Why `value` is not an OTel attribute value (the SDK would keep bytes and ints beyond 64 bits, which
+    then break the console exporter and OTLP encoding of the whole batch), or None."""
+    kind = type(value)
+    if kind is str or kind is float or kind is bool:
+        return None
+    if kind is int:
+        return None if _INT64_MIN <= value <= _INT64_MAX else "an integer beyond 64 bits"
+    if isinstance(value, list | tuple):
+        kinds = {type(v) for v in value if v is not None}
+        if len(kinds) > 1 or not kinds <= {str, bool, int, float}:
+            return "a list of mixed or non-primitive values"
+        if int in kinds and not all(v is None or _INT64_MIN <= v <= _INT64_MAX for v in value):
+            return "a list with an integer beyond 64 bits"
+        return None
+    return f"a {kind.__name__}"
+
+
+def _invalid_value_message(category: _Category, key: str, problem: str) -> str:
+    return (f"span category {category.spec.name}: attribute {key} is {problem}; use a str, bool, int, float "
+            "or a list of one of them")
+
+
 class SpanHandle:
     """The running span, with category-checked attribute setters and the design's status words."""
 
@@ -126,6 +153,11 @@ class SpanHandle:
                 "unknown_attribute", f"span:{self._category.spec.name}",
                 _unknown_attribute_message(self._category, key),
             )
+            return self
+        problem = _attribute_problem(value)
+        if problem is not None:
+            self._owner._reject("invalid_attribute_value", f"span:{self._category.spec.name}",
+                                _invalid_value_message(self._category, key, problem))
             return self
         self.span.set_attribute(key, value)
         return self
@@ -214,11 +246,14 @@ class SpanScope:
             for key, value in attributes.items():
                 if value is None:
                     continue
-                if key in allowed:
-                    attrs[key] = value
-                else:
+                if key not in allowed:
                     owner._reject("unknown_attribute", f"span:{category.spec.name}",
                                   _unknown_attribute_message(category, key))
+                elif (problem := _attribute_problem(value)) is not None:
+                    owner._reject("invalid_attribute_value", f"span:{category.spec.name}",
+                                  _invalid_value_message(category, key, problem))
+                else:
+                    attrs[key] = value
         try:
             ctx = parent_context(parent)
         except TypeError as exc:

@@ -28,13 +28,15 @@ def _catalogue(args: argparse.Namespace) -> int:
 
 
 def _config(_args: argparse.Namespace) -> int:
+    from ._redact import Redactor
     from ._setup import Settings
 
-    settings = Settings.from_env()
-    data = {k: str(v) if not isinstance(v, bool | int | dict) else v
+    settings = Settings.from_env()  # says each problem on stderr
+    data = {k: str(v) if not isinstance(v, bool | int | dict | tuple) else v
             for k, v in dataclasses.asdict(settings).items()}
+    data["redaction"] = Redactor.from_env().settings
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
+    return 2 if settings.problems else 0
 
 
 def _drill(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from ._facade import Telemetry
 from ._log_queue import QueuedLogRecordProcessor
 from ._logging import StreamSink
+from ._redact import Redactor
+from ._redact_spans import RedactingSpanExporter
 from ._setup import histogram_views
 from .conventions import SPAN_CATEGORY_ATTRIBUTE
 
@@ -111,7 +113,9 @@ def capture_telemetry(
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider(resource=resource, id_generator=id_generator or IncrementalIdGenerator(),
                                      shutdown_on_exit=False)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    redactor = telemetry_kwargs.pop("redactor", None) or Redactor()
+    # spans pass the redactor on their way out, as in setup()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(RedactingSpanExporter(spans, redactor)))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(resource=resource, metric_readers=[reader], views=histogram_views(),
                                    shutdown_on_exit=False)
@@ -126,7 +130,7 @@ def capture_telemetry(
     telemetry = Telemetry(
         meter_provider=meter_provider, tracer_provider=tracer_provider, logger_provider=logger_provider,
         strict=strict, log_sinks=sinks, log_level=telemetry_kwargs.pop("log_level", "DEBUG"),
-        log_clock=clock or time.time_ns, **telemetry_kwargs,
+        log_clock=clock or time.time_ns, redactor=redactor, **telemetry_kwargs,
     )
     try:
         yield Capture(telemetry, spans, reader, logs, stream, log_processor)

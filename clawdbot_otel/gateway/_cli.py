@@ -13,10 +13,12 @@ import os
 import signal
 import socket
 import sys
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from clawdbot_otel import Redactor
 
 __all__ = ["register"]
 
@@ -80,6 +82,9 @@ def _gateway(args: argparse.Namespace) -> int:
 
     from ._server import GatewayServer
 
+    if args.upstream is not None and (problem := _upstream_problem(args.upstream)) is not None:
+        sys.stderr.write(f"clawdbot-otel gateway: {problem}\n")
+        return 2
     if not args.no_telemetry:
         # host:port tells two gateways on one machine apart and stays the same across restarts
         clawdbot_otel.setup(instance_id=f"{socket.gethostname()}:{args.port}")
@@ -106,16 +111,23 @@ def _gateway(args: argparse.Namespace) -> int:
             else:
                 sys.stderr.write(f"clawdbot-otel gateway: cannot listen on {args.host}:{args.port}: {exc}\n")
             return 1
-        sys.stdout.write(f"clawdbot-otel gateway: listening on {server.url} ({server.mode})\n")
-        if no_state_reason:
-            sys.stdout.write(f"clawdbot-otel gateway: {no_state_reason}\n")
-        state_watcher = _start_openclaw_state(args, server, state_folder) if state_folder is not None else None
-        sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        sys.stdout.write(f"clawdbot-otel gateway: listening on {server.url} ({server.mode})\n")
+        if no_state_reason:
+            sys.stdout.write(f"clawdbot-otel gateway: {no_state_reason}\n")
+        state_watcher = _start_openclaw_state(args, server, state_folder) if state_folder is not None else None
+        sys.stdout.flush()
+        if args.upstream is not None and (silence := await _upstream_silence(args.upstream)) is not None:
+            # the proxy still runs: GatewayDown reports the dead upstream, and relaying resumes when it answers
+            shown = server.telemetry.redactor.scrub(args.upstream)
+            sys.stderr.write(f"clawdbot-otel gateway: upstream {shown} does not answer ({silence}); "
+                             "clients are refused until it does: start the OpenClaw gateway there or fix "
+                             "--upstream\n")
+            sys.stderr.flush()
         await stop.wait()
         if state_watcher is not None:
             await state_watcher.stop()
@@ -138,7 +150,7 @@ def _openclaw_state_folder(args: argparse.Namespace) -> tuple[Path | None, str |
     from clawdbot_otel.collect import openclaw_state_dir
 
     folder = openclaw_state_dir(args.openclaw_state)
-    host = urllib.parse.urlsplit(args.upstream).hostname or ""
+    host = urlsplit(args.upstream).hostname or ""
     if args.openclaw_state is None and host not in _LOOPBACK_HOSTS:
         return None, (f"upstream {host} is not on this machine, so its OpenClaw state is not read: automations are "
                       "seen only while a client is connected (pass --openclaw-state DIR if its state is here)")
@@ -157,6 +169,41 @@ def _start_openclaw_state(args: argparse.Namespace, server: Any, folder: Path) -
     sys.stdout.write(f"clawdbot-otel gateway: reading OpenClaw state in {folder} every "
                      f"{args.openclaw_state_interval:g} s\n")
     return watcher
+
+
+def _upstream_problem(url: str) -> str | None:
+    """Why --upstream cannot be a gateway's address, or None."""
+    parsed = urlsplit(url)
+    try:
+        port_ok = parsed.port is None or parsed.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if parsed.scheme in ("ws", "wss") and parsed.hostname and port_ok:
+        return None
+    shown = Redactor().scrub(url)  # a URL may carry credentials; setup() has not run yet
+    if parsed.scheme in ("ws", "wss"):
+        return f"--upstream {shown} has no usable host or port: use ws://HOST:PORT (e.g. ws://127.0.0.1:18790)"
+    return (f"--upstream {shown} is not a WebSocket URL: use ws://HOST:PORT or wss://HOST:PORT, the "
+            "address the OpenClaw gateway listens on (e.g. ws://127.0.0.1:18790)")
+
+
+async def _upstream_silence(url: str, timeout_s: float = 3.0) -> str | None:
+    """None when a WebSocket to the upstream opens within `timeout_s`, else what went wrong."""
+    from websockets.asyncio.client import connect
+
+    try:
+        async with connect(url, open_timeout=timeout_s, compression=None):
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except socket.gaierror:
+        return "unknown host"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -38,6 +38,10 @@ def inject_traceparent(message: str | bytes, frame: RequestFrame, traceparent: s
             found = pattern.findall(text)
             if len(found) == 1:
                 out = pattern.sub(lambda m: f'"traceparent"{m.group(1)}"{traceparent}"', text)
+                # the one plain occurrence may be a nested field while the top-level value is written
+                # with escapes: then the nested one was changed, and the frame is re-encoded instead
+                if orjson.loads(out).get("traceparent") != traceparent:
+                    out = ""
         if not out:
             out = orjson.dumps({**raw, "traceparent": traceparent}).decode()
     return out.encode() if isinstance(message, bytes) else out

@@ -145,6 +145,9 @@ class GatewayServer:
         scheduler_from_frames: bool = True,
     ) -> None:
         self.telemetry = telemetry
+        # the tokens have no format the redactor could find them by: it hides these exact values
+        telemetry.redactor.add_secret(token, "gateway-token")
+        telemetry.redactor.add_secret(upstream_token, "gateway-token")
         self.heartbeat_stale_after_s = heartbeat_stale_after_s
         self.host = host
         self.port = port
@@ -196,7 +199,9 @@ class GatewayServer:
 
     @property
     def mode(self) -> str:
-        return f"proxy to {self.upstream}" if self.upstream else f"embedded runtime, workspace {self.workspace.root}"
+        if self.upstream:
+            return f"proxy to {self.telemetry.redactor.scrub(self.upstream)}"
+        return f"embedded runtime, workspace {self.workspace.root}"
 
     async def start(self) -> None:
         handler = self._proxy_connection if self.upstream else self._embedded_connection

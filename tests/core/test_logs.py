@@ -81,7 +81,7 @@ def test_metadata_secrets_are_redacted_and_sizes_capped() -> None:
         metadata = {"token": "abc", "url": "wss://u:pw@h/", "blob": "z" * 4000}
         cap.telemetry.log("INFO", "gateway", "auth", metadata=metadata)
         (line,) = cap.log_lines()
-        assert line["metadata"]["token"] == "[REDACTED]"
+        assert line["metadata"]["token"] == "[REDACTED:token]"
         assert "pw@" not in line["metadata"]["url"]
         assert len(line["metadata"]["blob"]) < 1100
 
@@ -188,7 +188,7 @@ def test_the_fast_log_path_writes_exactly_what_the_structlog_chain_writes() -> N
         assert len(lines) == 2 * len(calls)
         first, _, third, *_ = cap.log_lines()
         assert first["correlation_id"] == "from-baggage" and len(first["trace_id"]) == 32
-        assert third["component"] == "app" and third["metadata"]["api_key"] == "[REDACTED]"
+        assert third["component"] == "app" and third["metadata"]["api_key"] == "[REDACTED:api-key]"
         records = cap.otlp_logs()
         fused, chain = records[: len(calls)], records[len(calls):]
         for a, b in zip(fused, chain, strict=True):

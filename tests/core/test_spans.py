@@ -62,7 +62,7 @@ def test_captured_tool_params_are_redacted_and_truncated_when_capture_is_on() ->
         (span,) = cap.finished_spans()
         captured = span.attributes["gen_ai.tool.call.arguments"]
         assert "hunter2" not in captured and "sk-abcdefghijklmnopqrstu" not in captured
-        assert "[REDACTED]" in captured
+        assert "[REDACTED:api-key]" in captured and "[REDACTED:url-credentials]" in captured
         assert len(captured) < 1200
 
 
