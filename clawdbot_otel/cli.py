@@ -13,7 +13,7 @@ import orjson
 from .collect import register as register_watch_openclaw
 from .gateway import register as register_gateway
 from .logfiles import register as register_logs
-from .presentation import catalogue_dict, catalogue_markdown, register_log_search
+from .presentation import catalogue_dict, catalogue_markdown, register_log_search, register_top
 from .stack import register as register_stack
 
 __all__ = ["build_parser", "main"]
@@ -118,6 +118,11 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prometheus_urls() -> tuple[str, str]:
+    """The recorded native stack's (else the default) Prometheus and Alertmanager, for `top` and `report`."""
+    return _stack_url("prometheus"), _stack_url("alertmanager")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawdbot-otel",
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_log_search(register_logs(sub), default_url=_log_store_url)
     register_stack(sub)
     register_watch_openclaw(sub)
+    register_top(sub, default_urls=_prometheus_urls)
     return parser
 
 

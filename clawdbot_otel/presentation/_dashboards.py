@@ -14,58 +14,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from clawdbot_otel.conventions import METRICS_BY_NAME, nearest
-
-from ._alerts import KPI_RECORDING_RULES
+from ._queries import ALERTS_FOR_STATE as _ALERTS_FOR_STATE
+from ._queries import ALERTS_SERIES as _ALERTS
+from ._queries import OVERVIEW, Query
+from ._queries import metric as _p
+from ._queries import quantile as _quantile
+from ._queries import rate as _rate
+from ._queries import recorded as _rule
 
 __all__ = ["DASHBOARDS", "Dashboard", "Panel", "dashboard_json"]
 
 _DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
-_RULE_NAMES = tuple(name for name, _ in KPI_RECORDING_RULES)
-# Written by Prometheus for every pending or firing alert; ALERTS_FOR_STATE's value is the alert's
-# activation time (Unix seconds), which survives the alert resolving.
-_ALERTS = "ALERTS"
-_ALERTS_FOR_STATE = "ALERTS_FOR_STATE"
 # Panels that show one value per series ask Prometheus for one instant, not a series over the range.
 _INSTANT_KINDS = frozenset({"stat", "gauge", "bargauge", "table"})
 
 
-def _p(name: str) -> str:
-    spec = METRICS_BY_NAME.get(name)
-    if spec is None:
-        raise KeyError(f"{name!r} is not in the catalogue; nearest: {nearest(name, list(METRICS_BY_NAME))}")
-    return spec.prometheus_name
-
-
-def _rule(name: str) -> str:
-    if name not in _RULE_NAMES:
-        raise KeyError(f"{name!r} is not a KPI recording rule; nearest: {nearest(name, _RULE_NAMES)}")
-    return name
-
-
-def _rate(name: str, by: str = "", window: str = "5m", selector: str = "") -> str:
-    group = f" by ({by})" if by else ""
-    return f"sum{group} (rate({_p(name)}{selector}[{window}]))"
-
-
-def _quantile(q: float, name: str, by: str = "", window: str = "5m") -> str:
-    group = f"le, {by}" if by else "le"
-    return f"histogram_quantile({q}, sum by ({group}) (rate({_p(name)}_bucket[{window}])))"
-
-
-def _count_24h(name: str, selector: str = "") -> str:
-    # A counter has no series before its first event: "none in 24 h" must read 0, not "No data".
-    return f"(sum(increase({_p(name)}{selector}[24h])) or vector(0))"
-
-
-# Completed successfully but without a result of L3, the last validation layer, in the same 24 h.
-# There is no validation-queue metric, so this is derived and clamped at 0 (validations in the window of
-# tasks completed before it would make it negative).
-_PENDING_VALIDATION = "clamp_min({} - {} - {}, 0)".format(
-    _count_24h("task_completion_total", '{status="success"}'),
-    _count_24h("task_validation_passes", '{layer="L3"}'),
-    _count_24h("task_validation_failures", '{layer="L3"}'),
-)
+def _shown(*keys: str) -> tuple[tuple[str, str], ...]:
+    """Overview queries by key, as (PromQL, legend): the same strings `top` and `report` evaluate."""
+    queries: list[Query] = [OVERVIEW[key] for key in keys]
+    return tuple((q.promql, q.legend) for q in queries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +58,7 @@ class Dashboard:
 
 
 def _recent_alerts(width: int) -> Panel:
-    return Panel("Recent alerts (24h)",
-                 ((f"1000 * max by (alertname, severity) (max_over_time({_ALERTS_FOR_STATE}[24h]))", "last active"),),
+    return Panel("Recent alerts (24h)", _shown("recent_alerts"),
                  "table", "dateTimeAsIso", width,
                  "Every alert that was pending or firing in the last 24 h, by when it last became active.")
 
@@ -101,30 +67,19 @@ DASHBOARDS: tuple[Dashboard, ...] = (
     # The design's layout: system health | task status; request latency (24h); active sessions | queue
     # depth; recent alerts. Traffic and errors follow below.
     Dashboard("clawdbot-overview", "Clawdbot / Overview", (
-        Panel("Gateway up for", ((f"max({_p('gateway_uptime_seconds')})", "uptime"),), "stat", "s", 3),
-        Panel("Request success (1h)", ((_rule("clawdbot:gateway_request_success_ratio:rate1h"), "success"),),
-              "stat", "percentunit", 3),
-        Panel("Request latency p95", ((_rule("clawdbot:gateway_request_latency_seconds:p95_5m"), "p95"),), "stat",
-              "s", 3),
-        Panel("Active connections", ((f"sum({_p('gateway_active_connections')})", "connections"),), "stat",
-              "short", 3),
-        Panel("Task status", (
-            (_count_24h("task_completion_total", '{status="success"}'), "completed (24h)"),
-            (f"sum({_p('heartbeat_active')})", "in progress"),
-            (_count_24h("task_completion_total", '{status!="success"}'), "failed (24h)"),
-            (_PENDING_VALIDATION, "pending validation"),
-        ), "stat", description="In progress: tasks with an active heartbeat. Pending validation: tasks completed "
-           "successfully in the last 24 h without an L3 validation result in that time."),
-        Panel("Request latency (p50, p95, p99)", tuple(
-            (_quantile(q, "gateway_request_latency_seconds"), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)
-        ), unit="s", width=24),
-        Panel("Active sessions", ((f"sum by (type) ({_p('session_active')})", "{{type}}"),), "stat"),
-        Panel("Queue depth", (
-            (f"max({_p('spawn_queue_depth')})", "spawn"),
-            (f"sum({_p('inbox_undelivered_messages')})", "inbox"),
-            (f"sum({_p('spawn_subagent_active')})", "processing"),
-        ), "stat", description="Spawn: requests without a final response. Inbox: messages not yet archived. "
-           "Processing: spawned sub-agents still running."),
+        Panel("Gateway up for", _shown("uptime_seconds"), "stat", "s", 3),
+        Panel("Request success (1h)", _shown("success_ratio"), "stat", "percentunit", 3),
+        Panel("Request latency p95", _shown("latency_p95"), "stat", "s", 3),
+        Panel("Active connections", _shown("connections"), "stat", "short", 3),
+        Panel("Task status", _shown("completed", "in_progress", "failed", "pending_validation"), "stat",
+              description="In progress: tasks with an active heartbeat. Pending validation: tasks completed "
+              "successfully in the last 24 h without an L3 validation result in that time."),
+        Panel("Request latency (p50, p95, p99)", _shown("latency_p50", "latency_p95", "latency_p99"), unit="s",
+              width=24),
+        Panel("Active sessions", _shown("sessions"), "stat"),
+        Panel("Queue depth", _shown("queue_spawn", "queue_inbox", "queue_processing"), "stat",
+              description="Spawn: requests without a final response. Inbox: messages not yet archived. "
+              "Processing: spawned sub-agents still running."),
         _recent_alerts(24),
         Panel("Requests by method", ((_rate("gateway_requests_total", "method", "1m"), "{{method}}"),),
               unit="reqps"),

@@ -1,0 +1,195 @@
+"""`clawdbot-otel top`: the design's "Dashboard Layout" as a live terminal screen (Rich's Live).
+
+Every number is one of the Overview queries of `_queries` (the Grafana Overview shows the same strings),
+evaluated at one instant per frame, which the frame prints, so a test or a person can ask Prometheus the
+same question and get the same answer. Active alerts come from Alertmanager. A Prometheus that cannot be
+asked shows as DOWN in the frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ._prom_api import PromApi, PromApiError
+from ._queries import OVERVIEW, SESSION_LIMITS
+
+__all__ = ["Frame", "collect_frame", "frame_text", "line_chart", "register_top"]
+
+_CHART_HOURS = 24
+_CHART_STEP_S = 300.0
+_FRAME_WIDTH = 100
+
+
+@dataclass(slots=True)
+class Frame:
+    """One evaluation of the Overview queries at `at` (Unix seconds)."""
+
+    at: float
+    prometheus_error: str = ""
+    values: dict[str, float | None] = field(default_factory=dict)
+    sessions: dict[str, float] = field(default_factory=dict)
+    latency: list[tuple[float, float]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alertmanager_error: str = ""
+
+
+_SCALARS = ("gateway_up", "uptime_ratio", "latency_p95", "completed", "in_progress", "failed",
+            "pending_validation", "queue_spawn", "queue_inbox", "queue_processing")
+
+
+def collect_frame(api: PromApi, at: float | None = None) -> Frame:
+    frame = Frame(time.time() if at is None else at)
+    try:
+        for key in _SCALARS:
+            frame.values[key] = api.scalar(OVERVIEW[key].promql, frame.at)
+        sessions = api.instant(OVERVIEW["sessions"].promql, frame.at)
+        frame.sessions = {s.labels.get("type", "?"): s.value for s in sessions}
+        frame.latency = api.series(OVERVIEW["latency_p95"].promql, frame.at - _CHART_HOURS * 3600, frame.at,
+                                   _CHART_STEP_S)
+    except PromApiError as exc:
+        frame.prometheus_error = str(exc)
+    try:
+        frame.alerts = api.alerts()
+    except PromApiError as exc:
+        frame.alertmanager_error = str(exc)
+    return frame
+
+
+def _num(value: float | None) -> str:
+    return "no data" if value is None else f"{value:.0f}"
+
+
+def _percent(value: float | None) -> str:
+    return "no data" if value is None else f"{100 * value:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "no data" if value is None or math.isnan(value) else f"{1000 * value:.0f}ms"
+
+
+def line_chart(points: list[tuple[float, float]], width: int, height: int) -> list[str]:
+    """A text line chart of `points`, one column per time bucket, with a y axis in ms."""
+    if not points:
+        return ["  (no requests in the last 24 h)"]
+    start, end = points[0][0], points[-1][0]
+    columns: list[float | None] = [None] * width
+    for t, v in points:
+        i = min(width - 1, int((t - start) / max(end - start, 1e-9) * (width - 1)))
+        columns[i] = v if columns[i] is None else max(v, columns[i] or 0.0)
+    top = max(v for _, v in points) or 1.0
+    rows = []
+    for r in range(height, 0, -1):
+        low, high = top * (r - 1) / height, top * r / height
+        cells = "".join("•" if (c is not None and low < c <= high) or (r == 1 and c == 0) else " "
+                        for c in columns)
+        rows.append(f"{1000 * high:7.0f}│{cells}")
+    first, last = (datetime.fromtimestamp(t, UTC).strftime("%H:%M") for t in (start, end))
+    rows.append(f"{'ms':>7}└{'─' * width}")
+    rows.append(f"{'':8}{first}{last:>{width - len(first)}}")
+    return rows
+
+
+def _health(frame: Frame) -> Text:
+    if frame.prometheus_error:
+        return Text(f"DOWN  Prometheus cannot be asked: {frame.prometheus_error}", style="bold red")
+    up = frame.values.get("gateway_up") == 1.0
+    return Text.assemble(("UP" if up else "DOWN", "bold green" if up else "bold red"), " status   ",
+                         (_percent(frame.values.get("uptime_ratio")), "bold"), " uptime (24h)   ",
+                         (_ms(frame.values.get("latency_p95")), "bold"), " p95 latency")
+
+
+def _box(title: str, body: Any) -> Panel:
+    return Panel(body, title=title, title_align="left")
+
+
+def _alerts(frame: Frame) -> Text:
+    if frame.alertmanager_error:
+        return Text(f"Alertmanager cannot be asked: {frame.alertmanager_error}", style="red")
+    if not frame.alerts:
+        return Text("none active")
+    lines = []
+    for alert in frame.alerts[:8]:
+        labels, notes = alert.get("labels", {}), alert.get("annotations", {})
+        since = str(alert.get("startsAt", ""))[11:16]
+        lines.append(f"[{labels.get('severity', '?')}] {since} {labels.get('alertname', '?')}: "
+                     f"{notes.get('summary', '')}")
+    return Text("\n".join(lines))
+
+
+def frame_renderable(frame: Frame) -> Group:
+    stamp = datetime.fromtimestamp(frame.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    header = Text(f"CLAWDBOT TELEMETRY   {stamp}   (queries at {frame.at:.3f})", style="bold")
+    v = frame.values
+    if frame.prometheus_error:
+        tasks = sessions = queues = Text("DOWN")
+        chart = Text("DOWN")
+    else:
+        tasks = Text(f"✓ Completed (24h): {_num(v['completed'])}\n⏳ In progress: {_num(v['in_progress'])}\n"
+                     f"✗ Failed (24h): {_num(v['failed'])}\n📋 Pending validation: {_num(v['pending_validation'])}")
+        sessions = Text("\n".join(
+            f"{kind.capitalize() + ':':6}{frame.sessions.get(kind, 0.0):.0f}"
+            + (f"/{SESSION_LIMITS[kind]}" if kind in SESSION_LIMITS else "")
+            for kind in ("main", "sub", "cron")))
+        queues = Text(f"Spawn: {_num(v['queue_spawn'])}\nInbox: {_num(v['queue_inbox'])}\n"
+                      f"Processing: {_num(v['queue_processing'])}")
+        chart = Text("\n".join(line_chart(frame.latency, _FRAME_WIDTH - 16, 6)))
+    pair = Table.grid(expand=True, padding=(0, 1))
+    pair.add_column(ratio=1)
+    pair.add_column(ratio=1)
+    pair.add_row(_box("SYSTEM HEALTH", _health(frame)), _box("TASK STATUS", tasks))
+    lower = Table.grid(expand=True, padding=(0, 1))
+    lower.add_column(ratio=1)
+    lower.add_column(ratio=1)
+    lower.add_row(_box("ACTIVE SESSIONS", sessions), _box("QUEUE DEPTH", queues))
+    return Group(header, pair, _box("REQUEST LATENCY p95 (24h)", chart), lower,
+                 _box("RECENT ALERTS (Alertmanager, active)", _alerts(frame)))
+
+
+def frame_text(frame: Frame) -> str:
+    """The frame as plain text (no colour, no control codes), `_FRAME_WIDTH` columns."""
+    out = io.StringIO()
+    Console(file=out, width=_FRAME_WIDTH, no_color=True, color_system=None, force_terminal=False,
+            legacy_windows=False).print(frame_renderable(frame))
+    return out.getvalue()
+
+
+def register_top(subparsers: Any, default_urls: Callable[[], tuple[str, str]]) -> None:
+    """Add `top`; `default_urls()` gives (Prometheus, Alertmanager) when the flags are absent."""
+    parser = subparsers.add_parser(
+        "top", help="the design's dashboard layout, live in the terminal (Prometheus + Alertmanager)",
+        description="Live overview: system health, task status, request latency (24 h), active sessions, "
+        "queue depth, recent alerts. Every number is a query of the Grafana Overview dashboard. Exit status "
+        "with --once: 0, or 2 when Prometheus cannot be asked (the frame still prints, showing DOWN).")
+    parser.add_argument("--once", action="store_true", help="print one frame as plain text and exit")
+    parser.add_argument("--interval", type=float, default=5.0, metavar="S",
+                        help="seconds between refreshes (default 5)")
+    parser.add_argument("--prometheus", metavar="URL", help="default: the running native stack's")
+    parser.add_argument("--alertmanager", metavar="URL", help="default: the running native stack's")
+
+    def run(args: argparse.Namespace) -> int:
+        prom, alertmanager = default_urls()
+        api = PromApi(args.prometheus or prom, args.alertmanager or alertmanager)
+        if args.once:
+            frame = collect_frame(api)
+            sys.stdout.write(frame_text(frame))
+            return 2 if frame.prometheus_error else 0
+        with Live(frame_renderable(collect_frame(api)), screen=True, auto_refresh=False) as live:
+            while True:
+                time.sleep(max(args.interval, 0.5))
+                live.update(frame_renderable(collect_frame(api)), refresh=True)
+
+    parser.set_defaults(func=run)
