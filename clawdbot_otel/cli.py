@@ -13,7 +13,7 @@ import orjson
 from .collect import register as register_watch_openclaw
 from .gateway import register as register_gateway
 from .logfiles import register as register_logs
-from .presentation import catalogue_dict, catalogue_markdown, register_log_search, register_top
+from .presentation import catalogue_dict, catalogue_markdown, register_log_search, register_report, register_top
 from .stack import register as register_stack
 
 __all__ = ["build_parser", "main"]
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_stack(sub)
     register_watch_openclaw(sub)
     register_top(sub, default_urls=_prometheus_urls)
+    register_report(sub, default_urls=_prometheus_urls)
     return parser
 
 

@@ -29,6 +29,7 @@ from ._dashboards import DASHBOARDS, Dashboard, Panel, dashboard_json
 from ._log_search import LogSearchError, LogsQuery, register_log_search, search_logs
 from ._prom_api import PromApi, PromApiError, Sample
 from ._queries import KPIS, OVERVIEW, Kpi, Query
+from ._report import build_report, register_report, render_report
 from ._rules_render import prometheus_rules_yaml
 from ._top import collect_frame, frame_text, register_top
 
@@ -59,6 +60,7 @@ __all__ = [
     "Sample",
     "alerts_report",
     "alerts_table",
+    "build_report",
     "catalogue_dict",
     "catalogue_markdown",
     "catalogue_names_module",
@@ -69,7 +71,9 @@ __all__ = [
     "frame_text",
     "prometheus_rules_yaml",
     "register_log_search",
+    "register_report",
     "register_top",
+    "render_report",
     "search_logs",
     "write_drill_config",
 ]

@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._queries import ALERTS_FOR_STATE as _ALERTS_FOR_STATE
+from ._queries import ALERT_ACTIVATIONS, OVERVIEW, Query
 from ._queries import ALERTS_SERIES as _ALERTS
-from ._queries import OVERVIEW, Query
 from ._queries import metric as _p
 from ._queries import quantile as _quantile
 from ._queries import rate as _rate
@@ -150,7 +149,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
         _recent_alerts(12),
         Panel("Firing history", ((f'max by (alertname, severity) ({_ALERTS}{{alertstate="firing"}})',
                                   "{{alertname}} ({{severity}})"),), "state-timeline", width=24),
-        Panel("Activations (24h)", ((f"sum by (alertname, severity) (changes({_ALERTS_FOR_STATE}[24h]) + 1)",
+        Panel("Activations (24h)", ((ALERT_ACTIVATIONS.replace("{w}", "24h"),
                                      "{{alertname}} ({{severity}})"),), "bargauge",
               description="How often each alert became active (pending, then perhaps firing) in the last 24 h."),
         Panel("Telemetry dropped by reason", ((_rate("clawdbot_otel_dropped_total", "reason"), "{{reason}}"),),

@@ -16,6 +16,9 @@ from ._alerts import KPI_RECORDING_RULES
 __all__ = [
     "ALERTS_FOR_STATE",
     "ALERTS_SERIES",
+    "ALERT_ACTIVATIONS",
+    "ALERT_LAST_ACTIVE",
+    "CHARTS",
     "KPIS",
     "OVERVIEW",
     "SESSION_LIMITS",
@@ -98,6 +101,9 @@ class Query:
     legend: str
 
 
+#: When each alert last became active in the window (Unix seconds).
+ALERT_LAST_ACTIVE = f"max by (alertname, severity) (max_over_time({ALERTS_FOR_STATE}[{{w}}]))"
+
 # Completed successfully but without a result of L3, the last validation layer, in the same 24 h.
 # There is no validation-queue metric, so this is derived and clamped at 0 (validations in the window of
 # tasks completed before it would make it negative).
@@ -131,8 +137,7 @@ OVERVIEW: dict[str, Query] = {q.key: q for q in (
     Query("queue_inbox", f"sum({metric('inbox_undelivered_messages')})", "inbox"),
     Query("queue_processing", f"sum({metric('spawn_subagent_active')})", "processing"),
     # RECENT ALERTS (Prometheus' own record; `top` asks Alertmanager for what is active now)
-    Query("recent_alerts", f"1000 * max by (alertname, severity) (max_over_time({ALERTS_FOR_STATE}[24h]))",
-          "last active"),
+    Query("recent_alerts", "1000 * " + ALERT_LAST_ACTIVE.replace("{w}", "24h"), "last active"),
 )}
 
 
@@ -214,3 +219,13 @@ TOOL_ERROR_RATES = _ratio(
     f'sum by (tool_name) (increase({metric("session_tool_calls_total")}{{status!="success"}}[{{w}}])) '
     f"or (0 * sum by (tool_name) (increase({metric('session_tool_calls_total')}[{{w}}])))",
     f"sum by (tool_name) (increase({metric('session_tool_calls_total')}[{{w}}]))")
+#: How often each alert became active (pending, then perhaps firing) in the window.
+ALERT_ACTIVATIONS = f"sum by (alertname, severity) (changes({ALERTS_FOR_STATE}[{{w}}]) + 1)"
+#: The report's charts: (title, unit, PromQL) over the period as range queries.
+CHARTS: tuple[tuple[str, str, str], ...] = (
+    ("Request latency p95", "s", OVERVIEW["latency_p95"].promql),
+    ("Throughput", "req/s", rate("gateway_requests_total")),
+    ("Error rate (failed share of requests)", "ratio",
+     _ratio(rate("gateway_requests_total", selector='{status!="success"}'), rate("gateway_requests_total"))),
+    ("Tokens", "tokens/s", rate("session_tokens_used")),
+)
