@@ -66,10 +66,14 @@ DASHBOARDS: tuple[Dashboard, ...] = (
     # The design's layout: system health | task status; request latency (24h); active sessions | queue
     # depth; recent alerts. Traffic and errors follow below.
     Dashboard("clawdbot-overview", "Clawdbot / Overview", (
-        Panel("Gateway up for", _shown("uptime_seconds"), "stat", "s", 3),
-        Panel("Request success (1h)", _shown("success_ratio"), "stat", "percentunit", 3),
-        Panel("Request latency p95", _shown("latency_p95"), "stat", "s", 3),
-        Panel("Active connections", _shown("connections"), "stat", "short", 3),
+        Panel("Gateway up", _shown("gateway_up"), "stat", "bool_yes_no", 2,
+              "Yes while a gateway refreshed its uptime within 60 s (the GatewayDown alert's test)."),
+        Panel("Uptime (24h)", _shown("uptime_ratio"), "stat", "percentunit", 2,
+              "Minutes with a gateway sample since it was first seen in the last 24 h."),
+        Panel("Gateway up for", _shown("uptime_seconds"), "stat", "s", 2),
+        Panel("Request success (1h)", _shown("success_ratio"), "stat", "percentunit", 2),
+        Panel("Request latency p95", _shown("latency_p95"), "stat", "s", 2),
+        Panel("Active connections", _shown("connections"), "stat", "short", 2),
         Panel("Task status", _shown("completed", "in_progress", "failed", "pending_validation"), "stat",
               description="In progress: tasks with an active heartbeat. Pending validation: tasks completed "
               "successfully in the last 24 h without an L3 validation result in that time."),
