@@ -69,7 +69,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
         Panel("Gateway up", _shown("gateway_up"), "stat", "bool_yes_no", 2,
               "Yes while a gateway refreshed its uptime within 60 s (the GatewayDown alert's test)."),
         Panel("Uptime (24h)", _shown("uptime_ratio"), "stat", "percentunit", 2,
-              "Minutes with a gateway sample since it was first seen in the last 24 h."),
+              "Share of 15 s steps with a gateway sample since it was first seen in the last 24 h."),
         Panel("Gateway up for", _shown("uptime_seconds"), "stat", "s", 2),
         Panel("Request success (1h)", _shown("success_ratio"), "stat", "percentunit", 2),
         Panel("Request latency p95", _shown("latency_p95"), "stat", "s", 2),
@@ -77,8 +77,8 @@ DASHBOARDS: tuple[Dashboard, ...] = (
         Panel("Task status", _shown("completed", "in_progress", "failed", "pending_validation"), "stat",
               description="In progress: tasks with an active heartbeat. Pending validation: tasks completed "
               "successfully in the last 24 h without an L3 validation result in that time."),
-        Panel("Request latency (p50, p95, p99)", _shown("latency_p50", "latency_p95", "latency_p99"), unit="s",
-              width=24),
+        Panel("Request latency (p50, p95, p99)",
+              _shown("latency_p50_series", "latency_p95_series", "latency_p99_series"), unit="s", width=24),
         Panel("Active sessions", _shown("sessions"), "stat"),
         Panel("Queue depth", _shown("queue_spawn", "queue_inbox", "queue_processing"), "stat",
               description="Spawn: requests without a final response. Inbox: messages not yet archived. "

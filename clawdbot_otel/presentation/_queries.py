@@ -80,16 +80,20 @@ def _ratio(num: str, den: str) -> str:
     return f"({num}) / ({den})"
 
 
-def uptime_ratio(window: str) -> str:
-    """Share of the minutes since the gateway was first seen in `window` in which it reported.
+# Resolution of the subqueries: the export interval, so a stack up for a minute already has points.
+_STEP_S = 15
 
-    A stopped gateway reports nothing, so downtime is a minute without a sample (Prometheus' 5-minute
+
+def uptime_ratio(window: str) -> str:
+    """Share of the 15-second steps since the gateway was first seen in `window` in which it reported.
+
+    A stopped gateway reports nothing, so downtime is a step without a sample (Prometheus' 5-minute
     lookback hides shorter gaps). Counted from its first sample, so a stack started an hour ago is not
     "down" for the 23 hours before.
     """
     up = f"max({metric('gateway_uptime_seconds')})"
-    return (f"clamp_max(count_over_time({up}[{window}:1m]) / "
-            f"(1 + floor((time() - min_over_time(timestamp({up})[{window}:1m])) / 60)), 1)")
+    return (f"clamp_max(count_over_time({up}[{window}:{_STEP_S}s]) / "
+            f"(1 + floor((time() - min_over_time(timestamp({up})[{window}:{_STEP_S}s])) / {_STEP_S})), 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +131,10 @@ OVERVIEW: dict[str, Query] = {q.key: q for q in (
     Query("in_progress", f"sum({metric('heartbeat_active')})", "in progress"),
     Query("failed", count_24h("task_completion_total", '{status!="success"}'), "failed (24h)"),
     Query("pending_validation", _PENDING_VALIDATION, "pending validation"),
-    # REQUEST LATENCY (24h), as a range query
-    *(Query(f"latency_p{int(q * 100)}", quantile(q, "gateway_request_latency_seconds"), f"p{int(q * 100)}")
-      for q in (0.5, 0.99)),
+    # REQUEST LATENCY (24h), as range queries (the p95 stat above is the recorded rule of the same
+    # expression, which has no points before the rule first ran)
+    *(Query(f"latency_p{int(q * 100)}_series", quantile(q, "gateway_request_latency_seconds"), f"p{int(q * 100)}")
+      for q in (0.5, 0.95, 0.99)),
     # ACTIVE SESSIONS, one series per type
     Query("sessions", f"sum by (type) ({metric('session_active')})", "{{type}}"),
     # QUEUE DEPTH
@@ -170,7 +175,7 @@ class Kpi:
 
 
 def _over(expr: str, fn: str = "max") -> str:
-    return f"{fn}_over_time(({expr})[{{w}}:1m])"
+    return f"{fn}_over_time(({expr})[{{w}}:{_STEP_S}s])"
 
 
 _STALE_SHARE = f"sum({metric('heartbeat_stale_current')}) / sum({metric('heartbeat_active')})"
@@ -223,7 +228,7 @@ TOOL_ERROR_RATES = _ratio(
 ALERT_ACTIVATIONS = f"sum by (alertname, severity) (changes({ALERTS_FOR_STATE}[{{w}}]) + 1)"
 #: The report's charts: (title, unit, PromQL) over the period as range queries.
 CHARTS: tuple[tuple[str, str, str], ...] = (
-    ("Request latency p95", "s", OVERVIEW["latency_p95"].promql),
+    ("Request latency p95", "s", OVERVIEW["latency_p95_series"].promql),
     ("Throughput", "req/s", rate("gateway_requests_total")),
     ("Error rate (failed share of requests)", "ratio",
      _ratio(rate("gateway_requests_total", selector='{status!="success"}'), rate("gateway_requests_total"))),

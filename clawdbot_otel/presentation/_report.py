@@ -144,6 +144,14 @@ def _csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def _tick(value: float) -> str:
+    """An axis label short enough for the chart's margin: 3470 -> 3.47k."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def svg_chart(points: list[list[float]] | list[tuple[float, float]], title: str, unit: str,
               width: int = 520, height: int = 180) -> str:
     """A line chart as inline SVG: axes, the max value and the period's first and last time."""
@@ -169,7 +177,7 @@ def svg_chart(points: list[list[float]] | list[tuple[float, float]], title: str,
         f'{datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M")}</text>'
         for x, t, anchor in ((pad_l, t0, "start"), (width - 8, t1, "end")))
     return (head + axes + labels + f'<text x="{pad_l - 4}" y="{pad_t + 10}" font-size="11" text-anchor="end">'
-            f"{top:.3g}</text>"
+            f"{_tick(top)}</text>"
             f'<text x="{pad_l - 4}" y="{height - pad_b}" font-size="11" text-anchor="end">0</text>'
             f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{line}"/></svg>')
 

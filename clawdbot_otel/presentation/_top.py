@@ -58,7 +58,7 @@ def collect_frame(api: PromApi, at: float | None = None) -> Frame:
             frame.values[key] = api.scalar(OVERVIEW[key].promql, frame.at)
         sessions = api.instant(OVERVIEW["sessions"].promql, frame.at)
         frame.sessions = {s.labels.get("type", "?"): s.value for s in sessions}
-        frame.latency = api.series(OVERVIEW["latency_p95"].promql, frame.at - _CHART_HOURS * 3600, frame.at,
+        frame.latency = api.series(OVERVIEW["latency_p95_series"].promql, frame.at - _CHART_HOURS * 3600, frame.at,
                                    _CHART_STEP_S)
     except PromApiError as exc:
         frame.prometheus_error = str(exc)
@@ -107,9 +107,9 @@ def _health(frame: Frame) -> Text:
     if frame.prometheus_error:
         return Text(f"DOWN  Prometheus cannot be asked: {frame.prometheus_error}", style="bold red")
     up = frame.values.get("gateway_up") == 1.0
-    return Text.assemble(("UP" if up else "DOWN", "bold green" if up else "bold red"), " status   ",
-                         (_percent(frame.values.get("uptime_ratio")), "bold"), " uptime (24h)   ",
-                         (_ms(frame.values.get("latency_p95")), "bold"), " p95 latency")
+    return Text.assemble("Status: ", ("UP" if up else "DOWN", "bold green" if up else "bold red"),
+                         "\nUptime (24h): ", (_percent(frame.values.get("uptime_ratio")), "bold"),
+                         "\nP95 latency: ", (_ms(frame.values.get("latency_p95")), "bold"))
 
 
 def _box(title: str, body: Any) -> Panel:

@@ -23,7 +23,7 @@ from playwright.sync_api import sync_playwright
 from clawdbot_otel.presentation import KPIS, OVERVIEW
 from clawdbot_otel.stack import repo_root
 
-from .conftest import DemoRun, RunningStack, prom_query
+from .conftest import DemoRun, RunningStack, prom_query, wait_for
 from .test_jaeger_ui import CHROMIUM_FLAGS, DOCS_SCREENSHOT, chromium_path
 
 
@@ -46,6 +46,8 @@ def _dead_port() -> int:
 
 
 def test_top_once_prints_the_overview_queries_values(stack: RunningStack, demo_run: DemoRun) -> None:
+    # The p95 stat is a recording rule: wait for its first evaluation after the demo.
+    wait_for(lambda: prom_query(stack, OVERVIEW["latency_p95"].promql), 120, 2, "the p95 latency rule")
     run = _cli("top", "--once", "--prometheus", stack.prometheus, "--alertmanager", stack.info.alertmanager_url)
     assert run.returncode == 0, run.stdout + run.stderr
     frame = run.stdout
@@ -57,11 +59,11 @@ def test_top_once_prints_the_overview_queries_values(stack: RunningStack, demo_r
         return "no data" if value is None else fmt.format(value)
 
     up = _value(stack, OVERVIEW["gateway_up"].promql, at)
-    assert ("UP status" if up == 1.0 else "DOWN status") in frame
+    assert ("Status: UP" if up == 1.0 else "Status: DOWN") in frame
     uptime = _value(stack, OVERVIEW["uptime_ratio"].promql, at)
-    assert ("no data" if uptime is None else f"{100 * uptime:.1f}%") + " uptime (24h)" in frame
+    assert "Uptime (24h): " + ("no data" if uptime is None else f"{100 * uptime:.1f}%") in frame
     p95 = _value(stack, OVERVIEW["latency_p95"].promql, at)
-    assert ("no data" if p95 is None else f"{1000 * p95:.0f}ms") + " p95 latency" in frame
+    assert "P95 latency: " + ("no data" if p95 is None else f"{1000 * p95:.0f}ms") in frame
     for label, key in (("Completed (24h)", "completed"), ("In progress", "in_progress"), ("Failed (24h)", "failed"),
                        ("Pending validation", "pending_validation"), ("Spawn", "queue_spawn"),
                        ("Inbox", "queue_inbox"), ("Processing", "queue_processing")):
