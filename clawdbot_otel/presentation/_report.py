@@ -91,7 +91,7 @@ def build_report(api: PromApi, since: str, at: float | None = None, budget_usd: 
                                                                  s.labels.get("severity", "")))}
             for s in api.instant(ALERT_ACTIVATIONS.replace("{w}", w), at)
         ],
-        "charts": [{"title": title, "unit": unit, "query": promql,
+        "charts": [{"title": title, "unit": unit, "query": promql, "start": at - span, "end": at,
                     "points": api.series(promql, at - span, at, max(span / _CHART_POINTS, 15.0))}
                    for title, unit, promql in CHARTS],
     }
@@ -152,9 +152,9 @@ def _tick(value: float) -> str:
     return f"{value:.3g}"
 
 
-def svg_chart(points: list[list[float]] | list[tuple[float, float]], title: str, unit: str,
-              width: int = 520, height: int = 180) -> str:
-    """A line chart as inline SVG: axes, the max value and the period's first and last time."""
+def svg_chart(chart: dict[str, Any], width: int = 520, height: int = 180) -> str:
+    """A report chart (title, unit, points over start..end) as inline SVG: axes, the max value, the ends."""
+    points, title, unit, start, end = (chart[k] for k in ("points", "title", "unit", "start", "end"))
     pad_l, pad_b, pad_t = 56, 22, 24
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
             f'aria-label="{html.escape(title)}"><text x="{pad_l}" y="16" font-size="13" font-weight="bold">'
@@ -163,19 +163,18 @@ def svg_chart(points: list[list[float]] | list[tuple[float, float]], title: str,
             f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - 8}" y2="{height - pad_b}" stroke="#888"/>')
     if not points:
         return head + axes + f'<text x="{pad_l + 10}" y="{height / 2}" fill="#888">no data in the period</text></svg>'
-    t0, t1 = points[0][0], points[-1][0]
     top = max(v for _, v in points) or 1.0
     plot_w, plot_h = width - 8 - pad_l, height - pad_b - pad_t
 
     def xy(t: float, v: float) -> str:
-        x = pad_l + (t - t0) / max(t1 - t0, 1e-9) * plot_w
+        x = pad_l + (t - start) / max(end - start, 1e-9) * plot_w
         return f"{x:.1f},{pad_t + plot_h - v / top * plot_h:.1f}"
 
     line = " ".join(xy(t, v) for t, v in points)
     labels = "".join(
         f'<text x="{x}" y="{height - 6}" font-size="11" text-anchor="{anchor}">'
         f'{datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M")}</text>'
-        for x, t, anchor in ((pad_l, t0, "start"), (width - 8, t1, "end")))
+        for x, t, anchor in ((pad_l, start, "start"), (width - 8, end, "end")))
     return (head + axes + labels + f'<text x="{pad_l - 4}" y="{pad_t + 10}" font-size="11" text-anchor="end">'
             f"{_tick(top)}</text>"
             f'<text x="{pad_l - 4}" y="{height - pad_b}" font-size="11" text-anchor="end">0</text>'
@@ -199,7 +198,7 @@ def _html(report: dict[str, Any]) -> str:
 
     alerts = "".join(f"<tr><td>{esc(a['alertname'])}</td><td>{esc(a['severity'])}</td>"
                      f"<td>{a['activations']:g}</td></tr>" for a in report["alerts_fired"])
-    charts = "".join(svg_chart(c["points"], c["title"], c["unit"]) for c in report["charts"])
+    charts = "".join(svg_chart(chart) for chart in report["charts"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Clawdbot report: last {esc(report['period'])}</title>
 <style>body{{font-family:sans-serif;margin:24px}}table{{border-collapse:collapse;margin:8px 0 20px}}

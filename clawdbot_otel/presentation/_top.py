@@ -81,23 +81,20 @@ def _ms(value: float | None) -> str:
     return "no data" if value is None or math.isnan(value) else f"{1000 * value:.0f}ms"
 
 
-def line_chart(points: list[tuple[float, float]], width: int, height: int) -> list[str]:
-    """A text line chart of `points`, one column per time bucket, with a y axis in ms."""
+def line_chart(points: list[tuple[float, float]], start: float, end: float, width: int, height: int) -> list[str]:
+    """A text chart of `points` (seconds) from `start` to `end`, one column per time bucket, y axis in ms."""
     if not points:
         return ["  (no requests in the last 24 h)"]
-    start, end = points[0][0], points[-1][0]
     columns: list[float | None] = [None] * width
     for t, v in points:
         i = min(width - 1, int((t - start) / max(end - start, 1e-9) * (width - 1)))
         columns[i] = v if columns[i] is None else max(v, columns[i] or 0.0)
     top = max(v for _, v in points) or 1.0
-    rows = []
-    for r in range(height, 0, -1):
-        low, high = top * (r - 1) / height, top * r / height
-        cells = "".join("•" if (c is not None and low < c <= high) or (r == 1 and c == 0) else " "
-                        for c in columns)
-        rows.append(f"{1000 * high:7.0f}│{cells}")
-    first, last = (datetime.fromtimestamp(t, UTC).strftime("%H:%M") for t in (start, end))
+    # The row of each column's value, 1 (bottom) to height; computed once so the maximum lands on the top row.
+    levels = [None if c is None else min(height, max(1, math.ceil(c / top * height))) for c in columns]
+    rows = [f"{1000 * top * r / height:7.0f}│" + "".join("•" if level == r else " " for level in levels)
+            for r in range(height, 0, -1)]
+    first, last = (datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M") for t in (start, end))
     rows.append(f"{'ms':>7}└{'─' * width}")
     rows.append(f"{'':8}{first}{last:>{width - len(first)}}")
     return rows
@@ -138,15 +135,16 @@ def frame_renderable(frame: Frame) -> Group:
         tasks = sessions = queues = Text("DOWN")
         chart = Text("DOWN")
     else:
-        tasks = Text(f"✓ Completed (24h): {_num(v['completed'])}\n⏳ In progress: {_num(v['in_progress'])}\n"
-                     f"✗ Failed (24h): {_num(v['failed'])}\n📋 Pending validation: {_num(v['pending_validation'])}")
+        tasks = Text(f"✓ Completed (24h): {_num(v['completed'])}\n… In progress: {_num(v['in_progress'])}\n"
+                     f"✗ Failed (24h): {_num(v['failed'])}\n□ Pending validation: {_num(v['pending_validation'])}")
         sessions = Text("\n".join(
             f"{kind.capitalize() + ':':6}{frame.sessions.get(kind, 0.0):.0f}"
             + (f"/{SESSION_LIMITS[kind]}" if kind in SESSION_LIMITS else "")
             for kind in ("main", "sub", "cron")))
         queues = Text(f"Spawn: {_num(v['queue_spawn'])}\nInbox: {_num(v['queue_inbox'])}\n"
                       f"Processing: {_num(v['queue_processing'])}")
-        chart = Text("\n".join(line_chart(frame.latency, _FRAME_WIDTH - 16, 6)))
+        chart = Text("\n".join(line_chart(frame.latency, frame.at - _CHART_HOURS * 3600, frame.at,
+                                           _FRAME_WIDTH - 16, 6)))
     pair = Table.grid(expand=True, padding=(0, 1))
     pair.add_column(ratio=1)
     pair.add_column(ratio=1)

@@ -7,6 +7,7 @@ rendering shows. The HTML report is rendered in Debian's headless Chromium and s
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -14,11 +15,12 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 from clawdbot_otel.presentation import KPIS, OVERVIEW
 from clawdbot_otel.stack import repo_root
@@ -45,7 +47,32 @@ def _dead_port() -> int:
         return int(s.getsockname()[1])  # closed on exit: nothing listens there
 
 
-def test_top_once_prints_the_overview_queries_values(stack: RunningStack, demo_run: DemoRun) -> None:
+def _screenshot(page_file: Path, capsys: pytest.CaptureFixture[str], check: Callable[[Page], None], *,
+                width: int = 1120, height: int = 900) -> None:
+    """Open `page_file` in headless Chromium, run `check` on it, save a screenshot next to it (and
+    docs/<its name>.png with CLAWDBOT_OTEL_DOCS_SCREENSHOTS=1); print the paths."""
+    shot = page_file.with_suffix(".png")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(page_file.as_uri())
+            check(page)
+            page.screenshot(path=str(shot), full_page=True)
+            with capsys.disabled():
+                print(f"\nscreenshot: {shot}")
+            if os.environ.get(DOCS_SCREENSHOT) == "1":
+                docs = repo_root() / "docs" / shot.name
+                page.screenshot(path=str(docs))
+                with capsys.disabled():
+                    print(f"docs screenshot: {docs}")
+        finally:
+            browser.close()
+
+
+def test_top_once_prints_the_overview_queries_values(
+    stack: RunningStack, demo_run: DemoRun, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     # The p95 stat is a recording rule: wait for its first evaluation after the demo.
     wait_for(lambda: prom_query(stack, OVERVIEW["latency_p95"].promql), 120, 2, "the p95 latency rule")
     run = _cli("top", "--once", "--prometheus", stack.prometheus, "--alertmanager", stack.info.alertmanager_url)
@@ -74,6 +101,10 @@ def test_top_once_prints_the_overview_queries_values(stack: RunningStack, demo_r
     # The demo left completed tasks: a frame of zeros would not test much.
     assert (_value(stack, OVERVIEW["completed"].promql, at) or 0) > 0
     assert "REQUEST LATENCY" in frame and "•" in frame  # the 24 h chart has points
+    page_file = tmp_path / "top.html"
+    page_file.write_text(f"<!doctype html><meta charset='utf-8'><pre style='font-size:13px'>{html.escape(frame)}</pre>")
+    _screenshot(page_file, capsys, lambda page: page.get_by_text("CLAWDBOT TELEMETRY").wait_for(), width=820,
+                height=400)
 
 
 def test_report_json_every_kpi_equals_its_query(stack: RunningStack, demo_run: DemoRun) -> None:
@@ -103,26 +134,14 @@ def test_report_html_renders_its_charts_in_chromium(
     page_file = tmp_path / "report.html"
     run = _cli("report", "--since", "1h", "--format", "html", "--out", str(page_file), "--prometheus", stack.prometheus)
     assert run.returncode == 0, run.stderr
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1120, "height": 900})
-            page.goto(page_file.as_uri())
-            charts = page.locator("svg polyline")
-            assert charts.count() == 4
-            assert all(len(charts.nth(i).get_attribute("points").split()) > 1 for i in range(4))  # type: ignore[union-attr]
-            assert page.locator("h1").inner_text().startswith("Clawdbot report: last 1h")
-            shot = tmp_path / "report.png"
-            page.screenshot(path=str(shot), full_page=True)
-            with capsys.disabled():
-                print(f"\nscreenshot: {shot}")
-            if os.environ.get(DOCS_SCREENSHOT) == "1":
-                docs = repo_root() / "docs" / "report.png"
-                page.screenshot(path=str(docs))
-                with capsys.disabled():
-                    print(f"docs screenshot: {docs}")
-        finally:
-            browser.close()
+
+    def check(page: Page) -> None:
+        charts = page.locator("svg polyline")
+        assert charts.count() == 4
+        assert all(len((charts.nth(i).get_attribute("points") or "").split()) > 1 for i in range(4))
+        assert page.locator("h1").inner_text().startswith("Clawdbot report: last 1h")
+
+    _screenshot(page_file, capsys, check)
 
 
 def test_a_dead_prometheus_is_down_in_top_and_one_line_in_report() -> None:
