@@ -96,7 +96,7 @@ def line_chart(points: list[tuple[float, float]], start: float, end: float, widt
             for r in range(height, 0, -1)]
     first, last = (datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M") for t in (start, end))
     rows.append(f"{'ms':>7}└{'─' * width}")
-    rows.append(f"{'':8}{first}{last:>{width - len(first)}}")
+    rows.append(f"{'':8}{first}{last:>{max(width - len(first), len(last) + 1)}}")
     return rows
 
 
