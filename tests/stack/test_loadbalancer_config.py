@@ -17,6 +17,7 @@ from clawdbot_otel.stack import StackError, find_binaries, repo_root
 pytestmark = pytest.mark.tools
 
 CONFIG_DIR = repo_root() / "otel-collector"
+K8S_RESOLVER = repo_root() / "deploy" / "kubernetes" / "otel-collector-k8s-resolver.yaml"
 SAMPLER = ["config.yaml", "logs-victorialogs.yaml"]
 TIER_1 = ["config.yaml", "loadbalancer.yaml", "logs-victorialogs.yaml"]
 LOOPBACK_SAMPLERS = ["127.0.0.1:24317", "127.0.0.1:24417", "127.0.0.1:24517"]
@@ -71,3 +72,22 @@ def test_metrics_and_logs_leave_the_first_tier_exactly_as_they_leave_a_sampler()
         assert tier1["service"]["pipelines"][name] == pipeline, name
         for exporter in pipeline["exporters"]:
             assert tier1["exporters"][exporter] == sampler["exporters"][exporter], exporter
+
+
+def test_in_kubernetes_the_k8s_resolver_replaces_the_static_list() -> None:
+    files = [*TIER_1, str(K8S_RESOLVER)]  # an absolute path: CONFIG_DIR / it is itself
+    assert _run("validate", files, {}).returncode == 0
+    resolver = _resolved(files)["exporters"]["load_balancing"]["resolver"]
+    assert resolver["static"] is None
+    assert resolver["k8s"]["service"] == "otel-sampler.clawdbot-otel"
+
+
+def test_jaeger_accepts_the_kubernetes_badger_overlay() -> None:
+    try:
+        jaeger = find_binaries().jaeger
+    except StackError as exc:
+        pytest.fail(f"Jaeger is needed to check its configuration: {exc}", pytrace=False)
+    configs = [repo_root() / "deploy" / "jaeger" / "config.yaml", repo_root() / "deploy" / "kubernetes" / "jaeger-badger.yaml"]
+    proc = subprocess.run([str(jaeger), "validate", *(a for c in configs for a in ("--config", str(c)))],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
