@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-from clawdbot_otel.stack import status
+from clawdbot_otel.stack import start_server, status, stop_server
 
 from .conftest import TWO_TIER_SAMPLERS, ExtraCollector, RunningStack
 
@@ -247,3 +247,32 @@ def test_tail_sampling_at_100_percent_keeps_everything(stack: RunningStack, coll
         jaeger.close()
     _check(traces, counts, collector_keep_all.sampling_percentage, "100 %")
     assert all(c == SPANS_PER_TRACE for c in counts.values())
+
+
+def test_a_sampler_restart_loses_its_undecided_traces_and_nothing_else(two_tier_stack: RunningStack) -> None:
+    """Two tiers, one sampler stopped right after a burst (before its decision_wait ran out) and started again,
+    then a second burst. What the docs say (docs/scaling.md): the restarted sampler's undecided traces are
+    lost whole, nothing is kept that the policies would drop, no kept trace is partial, and after the
+    restart the sampling is exact again."""
+    stack, root = two_tier_stack, two_tier_stack.info.stack_dir
+    service = f"clawdbot-selftest-restart-{uuid.uuid4().hex[:8]}"
+    before, _ = _send_traces(stack.otlp_grpc, service, N_TRACES // 2, seed=SEED + 1)
+    stop_server("otel-sampler-2", root, progress=print)
+    start_server("otel-sampler-2", root, binaries=stack.binaries, progress=print)
+    after, _ = _send_traces(stack.otlp_grpc, service, N_TRACES // 2, seed=SEED + 2)
+    time.sleep(stack.decision_wait_s + 1.5)
+    predicted = {t for t, e in {**before, **after}.items() if e or predicted_kept(t, stack.sampling_percentage)}
+    jaeger = _Jaeger(stack.jaeger)
+    try:
+        counts = _collect(jaeger, {**before, **after}, predicted & set(after), timeout=60)
+    finally:
+        jaeger.close()
+    _check(after, {t: counts[t] for t in after}, stack.sampling_percentage, "after the restart")
+    kept_before = {t for t in before if counts[t]}
+    lost = predicted & set(before) - kept_before
+    lost_errors = {t for t in lost if before[t]}
+    print(f"[restart] burst before the stop: {len(predicted & set(before))} traces to keep, {len(lost)} lost with "
+          f"the stopped sampler ({len(lost_errors)} of {sum(before.values())} error traces)")
+    assert kept_before <= predicted, "a trace the policies drop was kept"
+    assert all(counts[t] == SPANS_PER_TRACE for t in kept_before), "a kept trace is partial"
+    assert lost, "the stopped sampler's undecided traces were expected to be lost (docs/scaling.md)"
