@@ -249,11 +249,12 @@ def test_tail_sampling_at_100_percent_keeps_everything(stack: RunningStack, coll
     assert all(c == SPANS_PER_TRACE for c in counts.values())
 
 
-def test_a_sampler_restart_loses_its_undecided_traces_and_nothing_else(two_tier_stack: RunningStack) -> None:
-    """Two tiers, one sampler stopped right after a burst (before its decision_wait ran out) and started again,
-    then a second burst. What the docs say (docs/scaling.md): the restarted sampler's undecided traces are
-    lost whole, nothing is kept that the policies would drop, no kept trace is partial, and after the
-    restart the sampling is exact again."""
+def test_a_sampler_restarted_gracefully_loses_no_whole_trace(two_tier_stack: RunningStack) -> None:
+    """Two tiers, one sampler stopped (SIGTERM) right after a burst, before its decision_wait ran out, and
+    started again, then a second burst. tailsamplingprocessor v0.161.0 decides its pending traces on shutdown
+    (drop_pending_traces_on_shutdown is false by default), and tier 1 queues and retries the spans routed to
+    the stopped sampler: every trace of both bursts that the policies keep reaches Jaeger whole, and nothing
+    else (docs/scaling.md)."""
     stack, root = two_tier_stack, two_tier_stack.info.stack_dir
     service = f"clawdbot-selftest-restart-{uuid.uuid4().hex[:8]}"
     before, _ = _send_traces(stack.otlp_grpc, service, N_TRACES // 2, seed=SEED + 1)
@@ -261,18 +262,14 @@ def test_a_sampler_restart_loses_its_undecided_traces_and_nothing_else(two_tier_
     start_server("otel-sampler-2", root, binaries=stack.binaries, progress=print)
     after, _ = _send_traces(stack.otlp_grpc, service, N_TRACES // 2, seed=SEED + 2)
     time.sleep(stack.decision_wait_s + 1.5)
-    predicted = {t for t, e in {**before, **after}.items() if e or predicted_kept(t, stack.sampling_percentage)}
     jaeger = _Jaeger(stack.jaeger)
     try:
-        counts = _collect(jaeger, {**before, **after}, predicted & set(after), timeout=60)
+        everything = {**before, **after}
+        predicted = {t for t, e in everything.items() if e or predicted_kept(t, stack.sampling_percentage)}
+        started = time.monotonic()
+        counts = _collect(jaeger, everything, predicted, timeout=90)  # tier 1 retries with a 5 s+ backoff
     finally:
         jaeger.close()
-    _check(after, {t: counts[t] for t in after}, stack.sampling_percentage, "after the restart")
-    kept_before = {t for t in before if counts[t]}
-    lost = predicted & set(before) - kept_before
-    lost_errors = {t for t in lost if before[t]}
-    print(f"[restart] burst before the stop: {len(predicted & set(before))} traces to keep, {len(lost)} lost with "
-          f"the stopped sampler ({len(lost_errors)} of {sum(before.values())} error traces)")
-    assert kept_before <= predicted, "a trace the policies drop was kept"
-    assert all(counts[t] == SPANS_PER_TRACE for t in kept_before), "a kept trace is partial"
-    assert lost, "the stopped sampler's undecided traces were expected to be lost (docs/scaling.md)"
+    print(f"[restart] all kept traces in Jaeger {time.monotonic() - started:.1f}s after decision_wait")
+    _check(before, {t: counts[t] for t in before}, stack.sampling_percentage, "burst before the stop")
+    _check(after, {t: counts[t] for t in after}, stack.sampling_percentage, "burst after the restart")
