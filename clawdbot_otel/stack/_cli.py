@@ -51,7 +51,8 @@ def _build(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     binaries = None if args.no_build else build_all()
-    stack = up(root=args.stack_dir, ports=_ports(args), binaries=binaries, timeout=args.timeout)
+    stack = up(root=args.stack_dir, ports=_ports(args), binaries=binaries, samplers=args.samplers,
+               timeout=args.timeout)
     print(f"stack up in {time.monotonic() - started:.1f}s; state and logs in {stack.stack_dir}")
     width = max(len(k) for k in stack.urls())
     for name, url in stack.urls().items():
@@ -169,6 +170,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     common(p_up, ports=True)
     p_up.add_argument("--no-build", action="store_true", help="do not run `stack build` first")
     p_up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
+    p_up.add_argument("--samplers", type=int, default=0, metavar="N",
+                      help="two tiers: the collector on the OTLP ports routes traces by trace id to N tail-sampling "
+                           "collectors (default 0: one collector does everything; docs/scaling.md)")
     p_up.set_defaults(func=_wrap(_up, audited=True))
 
     p_down = sub.add_parser("down", help="stop the servers `stack up` started")

@@ -247,7 +247,9 @@ def stack_dir(path: Path | None = None) -> Path:
 # ------------------------------------------------------------------------------------ server commands
 
 
-def _write_prometheus_config(repo: Path, conf_dir: Path, ports: Ports, rules_dir: Path | None = None) -> Path:
+def _write_prometheus_config(
+    repo: Path, conf_dir: Path, ports: Ports, collector_metrics: list[int], rules_dir: Path | None = None
+) -> Path:
     """Copy deploy/prometheus (config + rules, or `rules_dir`'s) and write file_sd targets for this port set."""
     src = repo / "deploy" / "prometheus"
     rules = rules_dir or src / "rules"
@@ -264,7 +266,7 @@ def _write_prometheus_config(repo: Path, conf_dir: Path, ports: Ports, rules_dir
         shutil.copytree(rules, conf_dir / "rules")
     targets = {
         "prometheus": [ports.prometheus],
-        "otel-collector": [ports.collector_metrics],
+        "otel-collector": collector_metrics,
         "jaeger": [ports.jaeger_metrics],
         "victorialogs": [ports.victorialogs] + [ports.victorialogs_storage_port(c) for c in log_store_classes()],
         "alertmanager": [ports.alertmanager],
@@ -358,11 +360,46 @@ def _jaeger_files_env(repo: Path, root: Path, ports: Ports) -> dict[str, str]:
     return env
 
 
+def _collector_servers(
+    binaries: Binaries, repo: Path, data: Path, ports: Ports, *, base: Mapping[str, str],
+    extra_env: Mapping[str, str], samplers: int,
+) -> list[_Server]:
+    """The collector on the usual ports; with `samplers` > 0 it is the first tier (loadbalancer.yaml: traces
+    routed by trace id) in front of that many tail-sampling collectors, each on the collector's four ports
+    + 10 x its number (docs/scaling.md)."""
+    config = repo / "otel-collector"
+
+    def collector(name: str, files: list[str], shift: int, env: Mapping[str, str]) -> _Server:
+        own = {"otlp_grpc": ports.otlp_grpc + shift, "otlp_http": ports.otlp_http + shift,
+               "collector_health": ports.collector_health + shift, "collector_metrics": ports.collector_metrics + shift}
+        return _Server(
+            name,
+            [str(binaries.collector), *(arg for f in files for arg in ("--config", str(config / f)))],
+            {**base, **collector_env(ports, otlp_grpc=own["otlp_grpc"], otlp_http=own["otlp_http"],
+                                     health=own["collector_health"], metrics=own["collector_metrics"]),
+             "OTELCOL_STORAGE_DIR": str(data / name), **extra_env, **env},
+            f"http://127.0.0.1:{own['collector_health']}/",
+            own,
+            data / name,
+        )
+
+    sampler = ["config.yaml", "logs-victorialogs.yaml"]
+    tier2 = [collector(f"otel-sampler-{i}", sampler, 10 * i, {}) for i in range(1, samplers + 1)]
+    if not tier2:
+        return [collector("otel-collector", sampler, 0, {})]
+    ring = json.dumps([f"127.0.0.1:{s.ports['otlp_grpc']}" for s in tier2])
+    tier1 = collector("otel-collector", ["config.yaml", "loadbalancer.yaml", "logs-victorialogs.yaml"], 0,
+                      {"OTELCOL_SAMPLERS": ring})
+    return [*tier2, tier1]
+
+
 def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env: Mapping[str, str],
-             *, alerts: AlertConfig) -> list[_Server]:
+             *, alerts: AlertConfig, samplers: int = 0) -> list[_Server]:
     data = root / "data"
     base = dict(os.environ)
-    prom_config = _write_prometheus_config(repo, root / "config" / "prometheus", ports, alerts.rules_dir)
+    collectors = _collector_servers(binaries, repo, data, ports, base=base, extra_env=extra_env, samplers=samplers)
+    prom_config = _write_prometheus_config(repo, root / "config" / "prometheus", ports,
+                                           [c.ports["collector_metrics"] for c in collectors], alerts.rules_dir)
     alertmanager_config = alerts.alertmanager_config or repo / "deploy" / "alertmanager" / "alertmanager.yml"
     loopback = "127.0.0.1"
     return [
@@ -438,23 +475,7 @@ def _servers(binaries: Binaries, repo: Path, root: Path, ports: Ports, extra_env
             {"alertmanager": ports.alertmanager},
             data / "alertmanager",
         ),
-        _Server(
-            "otel-collector",
-            [
-                str(binaries.collector),
-                "--config", str(repo / "otel-collector" / "config.yaml"),
-                "--config", str(repo / "otel-collector" / "logs-victorialogs.yaml"),
-            ],
-            {**base, **collector_env(ports), "OTELCOL_STORAGE_DIR": str(data / "otel-collector"), **extra_env},
-            f"http://{loopback}:{ports.collector_health}/",
-            {
-                "otlp_grpc": ports.otlp_grpc,
-                "otlp_http": ports.otlp_http,
-                "collector_health": ports.collector_health,
-                "collector_metrics": ports.collector_metrics,
-            },
-            data / "otel-collector",
-        ),
+        *collectors,
     ]
 
 
@@ -600,6 +621,7 @@ def up(
     binaries: Binaries | None = None,
     collector_extra_env: Mapping[str, str] | None = None,
     alerts: AlertConfig | None = None,
+    samplers: int = 0,
     timeout: float = 120.0,
     progress: Progress = _stderr,
 ) -> StackInfo:
@@ -610,13 +632,15 @@ def up(
 
     Idempotent: if this stack directory's servers are all running and healthy, returns them. On any failure
     the servers started here are stopped again and StackError says why (with the log tail). The outcome is
-    audited (`stack.start`, success or failure).
+    audited (`stack.start`, success or failure). `samplers` > 0: two tiers of collectors (docs/scaling.md).
     """
     root = stack_dir(root)
     try:
         ports = ports or Ports.from_env()
+        if samplers < 0:
+            raise StackError(f"--samplers {samplers}: give 0 (one collector) or more tail-sampling collectors")
         stack, started = _up(root, ports=ports, binaries=binaries, collector_extra_env=collector_extra_env or {},
-                             alerts=alerts or AlertConfig(), timeout=timeout, progress=progress)
+                             alerts=alerts or AlertConfig(), samplers=samplers, timeout=timeout, progress=progress)
     except BaseException as exc:
         reason = str(exc).partition("\n")[0] or type(exc).__name__  # the first line: no log tail
         _audit_stack("stack.start", root, ports, {}, outcome="failure", error=type(exc).__name__, reason=reason)
@@ -632,6 +656,7 @@ def _up(
     binaries: Binaries | None,
     collector_extra_env: Mapping[str, str],
     alerts: AlertConfig,
+    samplers: int,
     timeout: float,
     progress: Progress,
 ) -> tuple[StackInfo, bool]:
@@ -654,7 +679,7 @@ def _up(
     for sub in ("data/victorialogs", "data/prometheus", "data/prometheus-longterm", "data/alertmanager",
                 "data/otel-collector", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    servers = _servers(binaries, repo, root, ports, collector_extra_env, alerts=alerts)
+    servers = _servers(binaries, repo, root, ports, collector_extra_env, alerts=alerts, samplers=samplers)
     check_ports_free({s.name: s.ports for s in servers})
 
     started = time.monotonic()
@@ -664,7 +689,7 @@ def _up(
         for server in servers:
             procs[server.name] = _start(server, root / "logs")
             record[server.name] = (procs[server.name].pid, server.argv[0])
-        _write_state(root, ports, servers, procs, collector_extra_env, alerts=alerts)
+        _write_state(root, ports, servers, procs, collector_extra_env, alerts=alerts, samplers=samplers)
         progress(f"stack up: started {len(procs)} servers, waiting until ready…")
         pending = {s.name: s for s in servers}
         last: dict[str, str] = {}
@@ -710,6 +735,7 @@ def _write_state(
     collector_extra_env: Mapping[str, str],
     *,
     alerts: AlertConfig,
+    samplers: int,
 ) -> None:
     state = {
         "started_at": time.time(),
@@ -717,6 +743,7 @@ def _write_state(
         # What `stack start NAME` needs to rebuild a server's command line (the sampling knobs, the alert files).
         "collector_extra_env": dict(collector_extra_env),
         "alerts": alerts.to_state(),
+        "samplers": samplers,
         "servers": {
             s.name: {
                 "pid": procs[s.name].pid,
@@ -812,7 +839,7 @@ def start_server(
         raise StackError(f"{name} is already running (pid {recorded['pid']}): `clawdbot-otel stack stop {name}` first")
     ports = Ports(**state["ports"])
     servers = _servers(binaries or find_binaries(), repo_root(), root, ports, state.get("collector_extra_env", {}),
-                       alerts=AlertConfig.from_state(state.get("alerts")))
+                       alerts=AlertConfig.from_state(state.get("alerts")), samplers=state.get("samplers", 0))
     server = next(s for s in servers if s.name == name)
     check_ports_free({server.name: server.ports})
     proc = _start(server, root / "logs")

@@ -210,19 +210,19 @@ class RunningStack:
         return self.info.victorialogs_url
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    root = tmp_path_factory.mktemp("stack")
+@contextlib.contextmanager
+def _running_stack(root: Path, offset: int, samplers: int = 0) -> Iterator[RunningStack]:
     try:
         binaries = build_all(progress=_progress)
         info = up(
             root=root,
-            ports=Ports().shifted(TEST_PORT_OFFSET),
+            ports=Ports().shifted(offset),
             binaries=binaries,
             collector_extra_env={
                 "CLAWDBOT_OTEL_SAMPLING_PERCENTAGE": str(SAMPLING_PERCENTAGE),
                 "CLAWDBOT_OTEL_DECISION_WAIT": f"{DECISION_WAIT_S}s",
             },
+            samplers=samplers,
             timeout=180,
             progress=_progress,
         )
@@ -232,6 +232,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         yield RunningStack(info, binaries, DECISION_WAIT_S, SAMPLING_PERCENTAGE)
     finally:
         down(root, progress=_progress)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with _running_stack(tmp_path_factory.mktemp("stack"), TEST_PORT_OFFSET) as running:
+        yield running
+
+
+TWO_TIER_SAMPLERS = 3
+
+
+@pytest.fixture(scope="session")
+def two_tier_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A second whole stack (`stack up --samplers 3`: the collector on the OTLP ports load-balancing traces by
+    trace id over three tail-sampling collectors), 150 ports above the first one (no two ports of a stack,
+    its samplers or the tests' extra collectors are 150 apart)."""
+    with _running_stack(tmp_path_factory.mktemp("stack2tier"), TEST_PORT_OFFSET + 150, TWO_TIER_SAMPLERS) as running:
+        yield running
 
 
 @dataclasses.dataclass(frozen=True)

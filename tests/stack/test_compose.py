@@ -9,6 +9,7 @@ schema; fetching it from npm at test time would make this test need the network.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,35 @@ def test_images_match_the_native_pins(repo: Path) -> None:
     images = {name: service["image"] for name, service in _compose(repo)["services"].items()}
     for name, image in IMAGES.items():
         assert images[name] == image
+
+
+def _default_of(variable: str, text: str) -> list[str]:
+    """The default list of `${VAR:-[a, b]}` (Compose) or `${env:VAR:-[a, b]}` (collector) in `text`."""
+    match = re.search(r"\$\{(?:env:)?" + variable + r":-\[([^\]]*)\]\}", text)
+    assert match, f"no default for {variable}"
+    return [item.strip() for item in match.group(1).split(",")]
+
+
+def test_two_tier_profile_is_a_load_balancer_in_front_of_the_samplers(repo: Path) -> None:
+    services = _compose(repo)["services"]
+    profiled = {name for name, service in services.items() if service.get("profiles")}
+    samplers = sorted(name for name in profiled if name.startswith("otel-sampler-"))
+    assert profiled == {"otel-collector-lb", *samplers} and len(samplers) >= 2
+    assert all(services[name]["profiles"] == ["two-tier"] for name in profiled)
+    # The samplers are the single collector's configuration, each with its own persistent queue.
+    single, lb = services["otel-collector"], services["otel-collector-lb"]
+    queues = set()
+    for name in ["otel-collector", "otel-collector-lb", *samplers]:
+        assert services[name]["image"] == single["image"]
+        queues |= {v.split(":")[0] for v in services[name]["volumes"] if v.endswith(":/var/lib/otelcol/queue")}
+    assert len(queues) == len(samplers) + 2
+    for name in samplers:
+        assert services[name]["command"] == single["command"]
+        assert services[name]["environment"] == single["environment"]
+        assert "ports" not in services[name]
+    assert lb["command"] == [*single["command"][:1], "--config=/etc/otelcol/loadbalancer.yaml", *single["command"][1:]]
+    assert lb["ports"] == single["ports"]
+    # Its sampler list: the Compose default, and the collector file's own default, name these services.
+    expected = [f"{name}:4317" for name in samplers]
+    assert _default_of("OTELCOL_SAMPLERS", lb["environment"]["OTELCOL_SAMPLERS"]) == expected
+    assert _default_of("OTELCOL_SAMPLERS", (repo / "otel-collector" / "loadbalancer.yaml").read_text()) == expected

@@ -13,7 +13,9 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import random
 import time
+import urllib.request
 import uuid
 from fractions import Fraction
 
@@ -22,13 +24,18 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-from .conftest import ExtraCollector, RunningStack
+from clawdbot_otel.stack import start_server, status, stop_server
+
+from .conftest import TWO_TIER_SAMPLERS, ExtraCollector, RunningStack
 
 pytestmark = pytest.mark.stack
 
 N_TRACES = 2000
+SEED = 20260224  # the trace ids of the one-collector / two-tier comparison
+_KEPT: dict[int, frozenset[int]] = {}  # samplers -> kept trace ids, filled by the parametrised test
 SPANS_PER_TRACE = 4
 ERROR_EVERY = 10  # traces 0, 10, 20, ... contain one span with status ERROR
 
@@ -82,9 +89,24 @@ def test_hash_reimplementation_sanity() -> None:
     assert abs(sampling_threshold(10) / _MAX_U64 - 0.1) < 1e-15
 
 
-def _send_traces(endpoint: str, service: str, n: int) -> tuple[dict[int, bool], float]:
-    """n traces of SPANS_PER_TRACE spans; returns {trace_id: has_error} and the send duration."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service, "clawdbot.selftest": "sampling"}))
+class _SeededIds(IdGenerator):
+    """The same trace ids on every run: one collector and the two tiers decide on identical traces."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._random.getrandbits(128) or 1
+
+
+def _send_traces(endpoint: str, service: str, n: int, seed: int | None = None) -> tuple[dict[int, bool], float]:
+    """n traces of SPANS_PER_TRACE spans (random ids, or seeded ones); returns {trace_id: has_error} and the send
+    duration."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service, "clawdbot.selftest": "sampling"}),
+                              id_generator=_SeededIds(seed) if seed is not None else None)
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=30)
     provider.add_span_processor(
         BatchSpanProcessor(
@@ -170,9 +192,30 @@ def _check(traces: dict[int, bool], counts: dict[int, int], percentage: float, l
     )
 
 
-def test_tail_sampling_keeps_errors_and_exactly_the_hashed_share(stack: RunningStack) -> None:
+@pytest.fixture(params=[0, TWO_TIER_SAMPLERS], ids=["one collector", f"{TWO_TIER_SAMPLERS} samplers"])
+def sampling_stack(request: pytest.FixtureRequest) -> tuple[RunningStack, int]:
+    """The single collector, then the two tiers: the kept set must be the same (the hash's)."""
+    running: RunningStack = request.getfixturevalue("two_tier_stack" if request.param else "stack")
+    return running, request.param
+
+
+def _accepted_spans(stack: RunningStack) -> dict[str, float]:
+    """otelcol_receiver_accepted_spans of each tail-sampling collector (its own /metrics)."""
+    samplers = {s.name: s.ports["collector_metrics"] for s in status(stack.info.stack_dir)
+                if s.name.startswith("otel-sampler-")}
+    accepted = {}
+    for name, port in samplers.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            lines = resp.read().decode().splitlines()
+        accepted[name] = sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                             if line.startswith("otelcol_receiver_accepted_spans"))
+    return accepted
+
+
+def test_tail_sampling_keeps_errors_and_exactly_the_hashed_share(sampling_stack: tuple[RunningStack, int]) -> None:
+    stack, samplers = sampling_stack
     service = f"clawdbot-selftest-sampling-{uuid.uuid4().hex[:8]}"
-    traces, took = _send_traces(stack.otlp_grpc, service, N_TRACES)
+    traces, took = _send_traces(stack.otlp_grpc, service, N_TRACES, seed=SEED)
     print(f"\nsent {N_TRACES} traces in {took:.1f}s")
     expected = {t for t, e in traces.items() if e or predicted_kept(t, stack.sampling_percentage)}
     time.sleep(stack.decision_wait_s + 1.5)  # decision_wait + the collector's batch timeout
@@ -185,6 +228,12 @@ def test_tail_sampling_keeps_errors_and_exactly_the_hashed_share(stack: RunningS
     ok_kept = sum(1 for t, c in counts.items() if c and not traces[t])
     share = ok_kept / sum(1 for e in traces.values() if not e)
     assert 0.07 < share < 0.13, f"non-error share {share:.3f} is far from 10 %"
+    accepted = _accepted_spans(stack)
+    print(f"spans accepted per sampler: {accepted}")
+    # Two tiers: every sampler took a share of the traces, and the kept set is the single collector's.
+    assert len(accepted) == samplers and all(n > 0 for n in accepted.values()), accepted
+    _KEPT[samplers] = frozenset(t for t, c in counts.items() if c)
+    assert len(set(_KEPT.values())) == 1, {n: len(kept) for n, kept in _KEPT.items()}
 
 
 def test_tail_sampling_at_100_percent_keeps_everything(stack: RunningStack, collector_keep_all: ExtraCollector) -> None:
@@ -198,3 +247,29 @@ def test_tail_sampling_at_100_percent_keeps_everything(stack: RunningStack, coll
         jaeger.close()
     _check(traces, counts, collector_keep_all.sampling_percentage, "100 %")
     assert all(c == SPANS_PER_TRACE for c in counts.values())
+
+
+def test_a_sampler_restarted_gracefully_loses_no_whole_trace(two_tier_stack: RunningStack) -> None:
+    """Two tiers, one sampler stopped (SIGTERM) right after a burst, before its decision_wait ran out, and
+    started again, then a second burst. tailsamplingprocessor v0.161.0 decides its pending traces on shutdown
+    (drop_pending_traces_on_shutdown is false by default), and tier 1 queues and retries the spans routed to
+    the stopped sampler: every trace of both bursts that the policies keep reaches Jaeger whole, and nothing
+    else (docs/scaling.md)."""
+    stack, root = two_tier_stack, two_tier_stack.info.stack_dir
+    service = f"clawdbot-selftest-restart-{uuid.uuid4().hex[:8]}"
+    before, _ = _send_traces(stack.otlp_grpc, service, N_TRACES // 2, seed=SEED + 1)
+    stop_server("otel-sampler-2", root, progress=print)
+    start_server("otel-sampler-2", root, binaries=stack.binaries, progress=print)
+    after, _ = _send_traces(stack.otlp_grpc, service, N_TRACES // 2, seed=SEED + 2)
+    time.sleep(stack.decision_wait_s + 1.5)
+    jaeger = _Jaeger(stack.jaeger)
+    try:
+        everything = {**before, **after}
+        predicted = {t for t, e in everything.items() if e or predicted_kept(t, stack.sampling_percentage)}
+        started = time.monotonic()
+        counts = _collect(jaeger, everything, predicted, timeout=90)  # tier 1 retries with a 5 s+ backoff
+    finally:
+        jaeger.close()
+    print(f"[restart] all kept traces in Jaeger {time.monotonic() - started:.1f}s after decision_wait")
+    _check(before, {t: counts[t] for t in before}, stack.sampling_percentage, "burst before the stop")
+    _check(after, {t: counts[t] for t in after}, stack.sampling_percentage, "burst after the restart")
