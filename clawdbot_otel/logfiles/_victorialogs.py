@@ -124,7 +124,8 @@ def collector_log_routing_config(policy: tuple[LogRetention, ...] = RETENTION_PO
             "endpoint": f"${{env:{endpoint_env(cls)}:-http://{cls.name}:9428/insert/opentelemetry}}",
             "tls": {"insecure": True},
             "sending_queue": {"enabled": True, "storage": "file_storage"},
-            "retry_on_failure": {"enabled": True, "max_elapsed_time": "0s"},
+            # At most 5 s between retries (default 30 s): the backlog reaches a restarted instance quickly.
+            "retry_on_failure": {"enabled": True, "max_interval": "5s", "max_elapsed_time": "0s"},
         }
         pipelines[f"logs/{dest}"] = {"receivers": ["otlp"],
                                      "processors": ["memory_limiter", f"filter/{dest}", "batch"],
