@@ -25,7 +25,6 @@ import getpass
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -250,20 +249,23 @@ def stack_dir(path: Path | None = None) -> Path:
 def _write_prometheus_config(
     repo: Path, conf_dir: Path, ports: Ports, collector_metrics: list[int], rules_dir: Path | None = None
 ) -> Path:
-    """Copy deploy/prometheus (config + rules, or `rules_dir`'s) and write file_sd targets for this port set."""
+    """Copy deploy/prometheus (config + rules, or `rules_dir`'s) and write file_sd targets for this port set.
+
+    Each file is replaced only when its content changes and the folders are never removed: `stack start
+    NAME` comes here while both Prometheus servers run and watch `targets/`, and a folder deleted under
+    them loses their file_sd watch (no scrape targets until the 5-minute re-read; the fault tests saw it).
+    """
     src = repo / "deploy" / "prometheus"
     rules = rules_dir or src / "rules"
-    if conf_dir.exists():
-        shutil.rmtree(conf_dir)
-    (conf_dir / "targets").mkdir(parents=True)
     config = (src / "prometheus.yml").read_text()
     if LONG_TERM_WRITE_URL not in config:
         raise StackError(f"{src / 'prometheus.yml'} has no remote_write to {LONG_TERM_WRITE_URL}")
     local = f"http://127.0.0.1:{ports.prometheus_longterm}/api/v1/write"
-    (conf_dir / "prometheus.yml").write_text(config.replace(LONG_TERM_WRITE_URL, local))
-    shutil.copy2(src / "longterm.yml", conf_dir / "longterm.yml")
-    if rules.is_dir():
-        shutil.copytree(rules, conf_dir / "rules")
+    files = {
+        "prometheus.yml": config.replace(LONG_TERM_WRITE_URL, local),
+        "longterm.yml": (src / "longterm.yml").read_text(),
+        **{f"rules/{rule.name}": rule.read_text() for rule in sorted(rules.glob("*.yml"))},
+    }
     targets = {
         "prometheus": [ports.prometheus],
         "otel-collector": collector_metrics,
@@ -274,9 +276,17 @@ def _write_prometheus_config(
     }
     for job, job_ports in targets.items():
         listed = ", ".join(f"'127.0.0.1:{port}'" for port in job_ports)
-        (conf_dir / "targets" / f"{job}.yml").write_text(
-            f"# written by `clawdbot-otel stack up`\n- targets: [{listed}]\n"
-        )
+        files[f"targets/{job}.yml"] = f"# written by `clawdbot-otel stack up`\n- targets: [{listed}]\n"
+    for sub in ("rules", "targets"):
+        (conf_dir / sub).mkdir(parents=True, exist_ok=True)
+        for stale in set((conf_dir / sub).iterdir()) - {conf_dir / name for name in files}:
+            stale.unlink()
+    for name, text in files.items():
+        path = conf_dir / name
+        if not path.is_file() or path.read_text() != text:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
     return conf_dir / "prometheus.yml"
 
 
