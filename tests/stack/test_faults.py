@@ -225,6 +225,8 @@ def test_full_disk_under_a_log_store_instance(fault_stack: StackInfo, tmp_path: 
             out.truncate(0)
             for _ in range((free - LEFT_FREE_BYTES) // (1 << 20)):
                 out.write(b"\0" * (1 << 20))
+        # VictoriaLogs checks the free space every second: the load starts once it has seen the full disk.
+        settle(lambda: _metric(url, "vl_storage_is_read_only"), lambda flag: flag == 1, 10, 0.2)
         requests_before = _metric(url, 'vl_http_requests_total{path="/insert/opentelemetry')
         with host_app(info, service, tmp_path, tick_s=0.2) as host:
             time.sleep(8)
