@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -147,8 +148,10 @@ def test_collector_sigkill_under_load(fault_stack: StackInfo, tmp_path: Path) ->
         assert pid
         os.kill(pid, signal.SIGKILL)
         killed_at = time.time()
-        # As a supervisor restarts it: once the process is gone (the signal takes a moment to land).
-        settle(lambda: [s.running for s in status(info.stack_dir) if s.name == "otel-collector"], lambda r: r == [False], 10, 0.02)
+        # As a supervisor restarts it: once the whole process is gone (its main thread turns zombie before
+        # the other threads have closed its sockets, so wait for the port too).
+        settle(lambda: [s.running for s in status(info.stack_dir) if s.name == "otel-collector"] == [False]
+               and _port_free(info.ports.otlp_grpc), bool, 10, 0.02)
         start_server("otel-collector", info.stack_dir, progress=_progress)
         ready_at = time.time()
         first: Tick = settle(lambda: [t for t in host.ticks() if t.at > ready_at], bool, 10, 0.05)[0][0]
@@ -198,6 +201,16 @@ def test_collector_sigkill_under_load(fault_stack: StackInfo, tmp_path: Path) ->
     total, _ = settle(lambda: prom_scalar(info, f'sum(gateway_requests_total{{job="{service}"}})'), lambda v: v >= len(ticks), 30)
     print(f"metrics: gateway_requests_total {total:.0f} for {len(ticks)} requests (cumulative: counts survive)")
     assert total == len(ticks)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the launcher and Go's listeners do
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _metric(url: str, name: str) -> float:
