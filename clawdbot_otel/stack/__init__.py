@@ -13,20 +13,8 @@ from __future__ import annotations
 
 from ._build import Binaries, StackError, build_all, cache_dir, find_binaries, repo_root
 from ._cli import otlp_export_line, register
-from ._launch import (
-    AlertConfig,
-    Ports,
-    ServerStatus,
-    StackInfo,
-    collector_env,
-    down,
-    info,
-    stack_dir,
-    start_server,
-    status,
-    stop_server,
-    up,
-)
+from ._launch import ServerStatus, down, info, stack_dir, start_server, status, stop_server, up
+from ._servers import AlertConfig, Ports, StackInfo, collector_env
 from ._versions import (
     ALERTMANAGER_VERSION,
     COLLECTOR_VERSION,

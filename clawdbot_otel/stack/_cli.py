@@ -13,18 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ._build import StackError, build_all
-from ._launch import (
-    PORT_OFFSET_ENV,
-    STACK_DIR_ENV,
-    Ports,
-    StackInfo,
-    down,
-    info,
-    start_server,
-    status,
-    stop_server,
-    up,
-)
+from ._launch import STACK_DIR_ENV, down, info, start_server, status, stop_server, up
+from ._servers import PORT_OFFSET_ENV, Ports, StackInfo
 from ._versions import JAEGER_UI_VERSION
 
 __all__ = ["otlp_export_line", "register"]
