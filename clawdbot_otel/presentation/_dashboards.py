@@ -11,8 +11,22 @@ rules, after a demo run.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from grafana_foundation_sdk.builders import bargauge, gauge, prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as grafana
+from grafana_foundation_sdk.builders.common import TableSortByFieldState
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardLinkType,
+    DataSourceRef,
+    DataTransformerConfig,
+    GridPos,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from ._queries import ALERT_ACTIVATIONS, OVERVIEW, Query
 from ._queries import ALERTS_SERIES as _ALERTS
@@ -23,7 +37,10 @@ from ._queries import recorded as _rule
 
 __all__ = ["DASHBOARDS", "Dashboard", "Panel", "dashboard_json"]
 
-_DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+_DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
+_BUILDERS: dict[str, Callable[[], Any]] = {"timeseries": timeseries.Panel, "stat": stat.Panel, "gauge": gauge.Panel,
+                                           "bargauge": bargauge.Panel, "table": table.Panel,
+                                           "state-timeline": statetimeline.Panel}
 # Panels that show one value per series ask Prometheus for one instant, not a series over the range.
 _INSTANT_KINDS = frozenset({"stat", "gauge", "bargauge", "table"})
 
@@ -164,55 +181,50 @@ DASHBOARDS: tuple[Dashboard, ...] = (
 )
 
 
-def _target_json(ref_id: str, expr: str, legend: str, kind: str) -> dict[str, Any]:
-    instant = kind in _INSTANT_KINDS
-    return {
-        "refId": ref_id, "datasource": _DATASOURCE, "expr": expr, "legendFormat": legend,
-        "instant": instant, "range": not instant, "format": "table" if kind == "table" else "time_series",
-    }
+def _query(ref_id: str, expr: str, legend: str, kind: str) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().ref_id(ref_id).datasource(_DATASOURCE).expr(expr).legend_format(legend)
+    query = query.instant() if kind in _INSTANT_KINDS else query.range()
+    return query.format(PromQueryFormat.TABLE if kind == "table" else PromQueryFormat.TIME_SERIES)
 
 
-def _table_transformations(panel: Panel) -> list[dict[str, Any]]:
-    # An instant table query comes back as Time, labels..., Value: hide the evaluation time and name the
-    # value column after the legend.
-    rename = {"Value": panel.queries[0][1]}
-    return [{"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename}}]
-
-
-def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    table = panel.kind == "table"
-    return {
-        "id": panel_id,
-        "type": panel.kind,
-        "title": panel.title,
-        "description": panel.description,
-        "datasource": _DATASOURCE,
-        "gridPos": {"h": 8, "w": panel.width, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-        "options": {"sortBy": [{"displayName": panel.queries[0][1], "desc": True}]} if table else {},
-        "transformations": _table_transformations(panel) if table else [],
-        "targets": [
-            _target_json(chr(ord("A") + i), expr, legend, panel.kind) for i, (expr, legend) in enumerate(panel.queries)
-        ],
-    }
+def _panel(panel: Panel, panel_id: int, x: int, y: int) -> Any:
+    """The panel through Grafana's own SDK (its builder per panel type)."""
+    builder = _BUILDERS[panel.kind]().id(panel_id).title(panel.title).description(panel.description)
+    builder = builder.datasource(_DATASOURCE).grid_pos(GridPos(h=8, w=panel.width, x=x, y=y)).unit(panel.unit)
+    for i, (expr, legend) in enumerate(panel.queries):
+        builder = builder.with_target(_query(chr(ord("A") + i), expr, legend, panel.kind))
+    if panel.kind == "table":
+        # An instant table query comes back as Time, labels..., Value: hide the evaluation time and name the
+        # value column after the legend; the largest value first.
+        value = panel.queries[0][1]
+        builder = builder.sort_by([TableSortByFieldState().display_name(value).desc(True)]).with_transformation(
+            DataTransformerConfig(id_val="organize",
+                                  options={"excludeByName": {"Time": True}, "renameByName": {"Value": value}}))
+    return builder
 
 
 def dashboard_json(dashboard: Dashboard) -> dict[str, Any]:
-    panels, x, y = [], 0, 0
+    """The dashboard as Grafana provisions it, built with grafana-foundation-sdk and encoded by it."""
+    builder = (
+        grafana.Dashboard(dashboard.title).uid(dashboard.uid).tags(["clawdbot", "generated"]).timezone("utc")
+        .refresh("30s").time("now-24h", "now")  # the design's views are over 24 h
+        .editable().link(grafana.DashboardLink("Clawdbot").type(DashboardLinkType.DASHBOARDS)
+                         .tags(["clawdbot"]).as_dropdown(True))
+    )
+    x, y = 0, 0
     for i, panel in enumerate(dashboard.panels, start=1):
         if x + panel.width > 24:
             x, y = 0, y + 8
-        panels.append(_panel_json(panel, i, x, y))
+        builder = builder.with_panel(_panel(panel, i, x, y))
         x += panel.width
-    return {
-        "uid": dashboard.uid,
-        "title": dashboard.title,
-        "tags": ["clawdbot", "generated"],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "refresh": "30s",
-        "time": {"from": "now-24h", "to": "now"},  # the design's views are over 24 h
-        "editable": True,
-        "links": [{"title": "Clawdbot", "type": "dashboards", "tags": ["clawdbot"], "asDropdown": True}],
-        "panels": panels,
-    }
+    data: dict[str, Any] = _without_nulls(json.loads(JSONEncoder(sort_keys=True).encode(builder.build())))
+    return data
+
+
+def _without_nulls(value: Any) -> Any:
+    # The SDK encodes options nobody set as null; Grafana reads an absent key as "the default", not null.
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
