@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from grafana_foundation_sdk.builders import bargauge, gauge, prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, gauge, logs, prometheus, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as grafana
 from grafana_foundation_sdk.builders.common import TableSortByFieldState
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -35,12 +35,18 @@ from ._queries import quantile as _quantile
 from ._queries import rate as _rate
 from ._queries import recorded as _rule
 
-__all__ = ["DASHBOARDS", "Dashboard", "Panel", "dashboard_json"]
+__all__ = ["DASHBOARDS", "LOGS_WARN_AND_ABOVE", "Dashboard", "Panel", "dashboard_json"]
 
-_DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
+_DATASOURCES = {
+    "prometheus": DataSourceRef(type_val="prometheus", uid="prometheus"),
+    "victorialogs": DataSourceRef(type_val="victoriametrics-logs-datasource", uid="victorialogs"),
+}
+_DATASOURCE = _DATASOURCES["prometheus"]
+#: LogsQL of the log panels: WARN and above (OTel severity numbers 13-24), any service.
+LOGS_WARN_AND_ABOVE = "severity_number:range[13, 24]"
 _BUILDERS: dict[str, Callable[[], Any]] = {"timeseries": timeseries.Panel, "stat": stat.Panel, "gauge": gauge.Panel,
                                            "bargauge": bargauge.Panel, "table": table.Panel,
-                                           "state-timeline": statetimeline.Panel}
+                                           "state-timeline": statetimeline.Panel, "logs": logs.Panel}
 # Panels that show one value per series ask Prometheus for one instant, not a series over the range.
 _INSTANT_KINDS = frozenset({"stat", "gauge", "bargauge", "table"})
 
@@ -60,6 +66,8 @@ class Panel:
     unit: str = "short"
     width: int = 12
     description: str = ""
+    datasource: str = "prometheus"
+    """`prometheus` (queries are PromQL) or `victorialogs` (a `logs` panel; queries are LogsQL)."""
 
     def __post_init__(self) -> None:
         if self.kind == "table" and len(self.queries) != 1:
@@ -106,6 +114,9 @@ DASHBOARDS: tuple[Dashboard, ...] = (
         Panel("Errors by type", ((_rate("gateway_errors_total", "error_type"), "{{error_type}}"),), unit="ops"),
         Panel("Throughput (rolling 1m)", ((f"sum({_p('gateway_throughput_requests_per_second')})", "req/s"),),
               unit="reqps"),
+        Panel("Warnings and errors (log store)", ((LOGS_WARN_AND_ABOVE, ""),), "logs", width=24,
+              datasource="victorialogs",
+              description="The newest WARN, ERROR and FATAL records from VictoriaLogs; each links to its trace."),
     )),
     Dashboard("clawdbot-tasks", "Clawdbot / Tasks", (
         Panel("Tasks completed (24h) by status",
@@ -182,6 +193,11 @@ DASHBOARDS: tuple[Dashboard, ...] = (
 
 
 def _query(ref_id: str, expr: str, legend: str, kind: str) -> prometheus.Dataquery:
+    if kind == "logs":
+        # The VictoriaLogs plugin's query model (refId, datasource, expr, queryType) is a subset of
+        # Prometheus'; the SDK ships no builder of its own for it.
+        return prometheus.Dataquery().ref_id(ref_id).datasource(_DATASOURCES["victorialogs"]).expr(expr) \
+            .query_type("instant")
     query = prometheus.Dataquery().ref_id(ref_id).datasource(_DATASOURCE).expr(expr).legend_format(legend)
     query = query.instant() if kind in _INSTANT_KINDS else query.range()
     return query.format(PromQueryFormat.TABLE if kind == "table" else PromQueryFormat.TIME_SERIES)
@@ -190,7 +206,9 @@ def _query(ref_id: str, expr: str, legend: str, kind: str) -> prometheus.Dataque
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> Any:
     """The panel through Grafana's own SDK (its builder per panel type)."""
     builder = _BUILDERS[panel.kind]().id(panel_id).title(panel.title).description(panel.description)
-    builder = builder.datasource(_DATASOURCE).grid_pos(GridPos(h=8, w=panel.width, x=x, y=y)).unit(panel.unit)
+    builder = builder.datasource(_DATASOURCES[panel.datasource]).grid_pos(GridPos(h=8, w=panel.width, x=x, y=y))
+    if panel.kind != "logs":
+        builder = builder.unit(panel.unit)
     for i, (expr, legend) in enumerate(panel.queries):
         builder = builder.with_target(_query(chr(ord("A") + i), expr, legend, panel.kind))
     if panel.kind == "table":

@@ -45,7 +45,7 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
     promtool = _promtool()
     rules = [{"record": f"check:{d.uid.replace('-', '_')}:{i}", "expr": target["expr"]}
              for d in DASHBOARDS for i, target in enumerate(
-                 t for p in dashboard_json(d)["panels"] for t in p["targets"])]
+                 t for p in dashboard_json(d)["panels"] for t in p["targets"] if _is_promql(t))]
     path = tmp_path / "panels.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
     proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
@@ -147,12 +147,25 @@ def test_metric_names_finds_every_selected_name_and_nothing_else(expr: str, name
     assert metric_names(expr) == names
 
 
+def _is_promql(target: dict[str, Any]) -> bool:
+    """A Prometheus target (the log panels' LogsQL is run against VictoriaLogs by the end-to-end test)."""
+    return bool(target["datasource"]["type"] == "prometheus")
+
+
+def test_log_panels_ask_the_log_store_for_instant_logs() -> None:
+    logs = [(d.uid, p) for d in DASHBOARDS for p in dashboard_json(d)["panels"] if p["type"] == "logs"]
+    assert logs, "the design's log view: at least one logs panel"
+    for uid, panel in logs:
+        assert panel["datasource"] == {"type": "victoriametrics-logs-datasource", "uid": "victorialogs"}, uid
+        assert [(t["queryType"], t["datasource"]["uid"]) for t in panel["targets"]] == [("instant", "victorialogs")]
+
+
 def _unknown_names(dashboards: tuple[Dashboard, ...]) -> list[str]:
     known = _known_names()
     found = []
     for d in dashboards:
         for panel in dashboard_json(d)["panels"]:
-            for target in panel["targets"]:
+            for target in (t for t in panel["targets"] if _is_promql(t)):
                 names = metric_names(target["expr"])
                 assert names, f"{d.uid} / {panel['title']}: no name found in {target['expr']}"
                 if names - known:

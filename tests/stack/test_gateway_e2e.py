@@ -125,6 +125,10 @@ def test_every_dashboard_panel_has_data_after_the_demo(stack: RunningStack, demo
         for panel in dashboard_json(d)["panels"]:
             for target in panel["targets"]:
                 expr = target["expr"]
+                if target["datasource"]["type"] == "victoriametrics-logs-datasource":
+                    if not logsql(stack.victorialogs, f'_time:1h "service.name":="{demo_run.service}" {expr}', limit=5):
+                        empty.append(f"{d.title} / {panel['title']}: LogsQL {expr}")
+                    continue
                 if expr.startswith("clawdbot:") or expr == "spawn_queue_wait_p99" or "ALERTS" in expr:
                     continue  # recording rules may not have run yet; alert tiles are empty when all is well
                 if not prom_query(stack, expr, at=demo_run.ended_at):  # rates over the demo's last minute
