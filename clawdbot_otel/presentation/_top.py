@@ -1,4 +1,5 @@
-"""`clawdbot-otel top`: the design's "Dashboard Layout" as a live terminal screen (Rich's Live).
+"""`clawdbot-otel top`: the design's "Dashboard Layout" as a live terminal screen (Rich's Live); keys switch
+to the design's other five summary views (`_top_views`).
 
 Every number is one of the Overview queries of `_queries` (the Grafana Overview shows the same strings),
 evaluated at one instant per frame, which the frame prints, so a test or a person can ask Prometheus the
@@ -9,11 +10,16 @@ asked shows as DOWN in the frame.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
+import os
+import select
 import sys
+import termios
 import time
-from collections.abc import Callable
+import tty
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +32,9 @@ from rich.text import Text
 
 from ._prom_api import PromApi, PromApiError
 from ._queries import OVERVIEW, SESSION_LIMITS
+from ._top_views import VIEWS, collect_view, next_view, view_renderable
 
-__all__ = ["Frame", "collect_frame", "frame_text", "line_chart", "register_top"]
+__all__ = ["Frame", "collect_frame", "frame_text", "line_chart", "register_top", "view_frame"]
 
 _CHART_HOURS = 24
 _CHART_STEP_S = 300.0
@@ -159,10 +166,56 @@ def frame_renderable(frame: Frame) -> Group:
 
 def frame_text(frame: Frame) -> str:
     """The frame as plain text (no colour, no control codes), `_FRAME_WIDTH` columns."""
+    return _plain(frame_renderable(frame))
+
+
+def _plain(renderable: Any) -> str:
     out = io.StringIO()
     Console(file=out, width=_FRAME_WIDTH, no_color=True, color_system=None, force_terminal=False,
-            legacy_windows=False).print(frame_renderable(frame))
+            legacy_windows=False).print(renderable)
     return out.getvalue()
+
+
+def _tabs(current: str) -> Text:
+    line = Text()
+    for key, name, _uid in VIEWS:
+        line.append(f" {key} {name.capitalize()} ", style="reverse" if name == current else "")
+    line.append("   (1-6 or Tab: view, q: quit)")
+    return line
+
+
+def view_frame(api: PromApi, view: str, at: float | None = None) -> tuple[Any, bool]:
+    """The renderable of `view` at `at` (now), and whether Prometheus could be asked."""
+    when = time.time() if at is None else at
+    if view == "overview":
+        frame = collect_frame(api, when)
+        return Group(_tabs(view), frame_renderable(frame)), not frame.prometheus_error
+    other = collect_view(api, view, when)
+    return view_renderable(other, _tabs), not other.prometheus_error
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Callable[[float], str]]:
+    """`read(timeout_s)`: one key pressed within the timeout, or ''. Without a terminal: never a key."""
+    if not sys.stdin.isatty():
+        def wait(timeout_s: float) -> str:
+            time.sleep(timeout_s)
+            return ""
+
+        yield wait
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def read(timeout_s: float) -> str:
+        ready, _, _ = select.select([fd], [], [], timeout_s)
+        return os.read(fd, 1).decode(errors="replace") if ready else ""
+
+    try:
+        yield read
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def register_top(subparsers: Any, default_urls: Callable[[], tuple[str, str]]) -> None:
@@ -173,6 +226,8 @@ def register_top(subparsers: Any, default_urls: Callable[[], tuple[str, str]]) -
         "queue depth, recent alerts. Every number is a query of the Grafana Overview dashboard. Exit status "
         "with --once: 0, or 2 when Prometheus cannot be asked (the frame still prints, showing DOWN).")
     parser.add_argument("--once", action="store_true", help="print one frame as plain text and exit")
+    parser.add_argument("--view", choices=[name for _key, name, _uid in VIEWS], default="overview",
+                        help="the summary view to show (first); keys 1-6 or Tab switch in the live screen")
     parser.add_argument("--interval", type=float, default=5.0, metavar="S",
                         help="seconds between refreshes (default 5)")
     parser.add_argument("--prometheus", metavar="URL", help="default: the running native stack's")
@@ -181,13 +236,23 @@ def register_top(subparsers: Any, default_urls: Callable[[], tuple[str, str]]) -
     def run(args: argparse.Namespace) -> int:
         prom, alertmanager = default_urls()
         api = PromApi(args.prometheus or prom, args.alertmanager or alertmanager)
+        view: str | None = args.view
         if args.once:
-            frame = collect_frame(api)
-            sys.stdout.write(frame_text(frame))
-            return 2 if frame.prometheus_error else 0
-        with Live(frame_renderable(collect_frame(api)), screen=True, auto_refresh=False) as live:
-            while True:
-                time.sleep(max(args.interval, 0.5))
-                live.update(frame_renderable(collect_frame(api)), refresh=True)
+            if view == "overview":  # the design's layout as it is, without the tab line
+                frame = collect_frame(api)
+                sys.stdout.write(frame_text(frame))
+                return 2 if frame.prometheus_error else 0
+            renderable, asked = view_frame(api, args.view)
+            sys.stdout.write(_plain(renderable))
+            return 0 if asked else 2
+        with _keys() as read_key, Live(view_frame(api, args.view)[0], screen=True, auto_refresh=False) as live:
+            shown, due = args.view, time.monotonic() + max(args.interval, 0.5)
+            while view is not None:
+                key = read_key(max(due - time.monotonic(), 0.0))
+                view = next_view(shown, key) if key else shown
+                if view is not None and (view != shown or time.monotonic() >= due):
+                    live.update(view_frame(api, view)[0], refresh=True)
+                    shown, due = view, time.monotonic() + max(args.interval, 0.5)
+        return 0
 
     parser.set_defaults(func=run)

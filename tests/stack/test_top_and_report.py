@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from clawdbot_otel.presentation import KPIS, OVERVIEW
+from clawdbot_otel.presentation import DASHBOARDS, KPIS, OVERVIEW
+from clawdbot_otel.presentation._top_views import VIEWS, format_value, legend_text
 from clawdbot_otel.stack import repo_root
 
 from .conftest import DemoRun, RunningStack, prom_query, wait_for
@@ -105,6 +106,29 @@ def test_top_once_prints_the_overview_queries_values(
     page_file.write_text(f"<!doctype html><meta charset='utf-8'><pre style='font-size:13px'>{html.escape(frame)}</pre>")
     _screenshot(page_file, capsys, lambda page: page.get_by_text("CLAWDBOT TELEMETRY").wait_for(), width=820,
                 height=400)
+
+
+@pytest.mark.parametrize("view", ["tasks", "sessions", "queues", "resources"])
+def test_top_once_prints_each_views_dashboard_queries(stack: RunningStack, demo_run: DemoRun, view: str) -> None:
+    """The other summary views: every series of every panel of the view's Grafana dashboard, as Prometheus
+    answers the same query at the printed instant."""
+    run = _cli("top", "--once", "--view", view, "--prometheus", stack.prometheus, "--alertmanager",
+               stack.info.alertmanager_url)
+    assert run.returncode == 0, run.stdout + run.stderr
+    frame = run.stdout
+    assert f"CLAWDBOT TELEMETRY / {view.upper()}" in frame
+    at = float(re.search(r"queries at (\d+\.\d+)", frame)[1])  # type: ignore[index]
+    uid = next(u for _k, name, u in VIEWS if name == view)
+    [dashboard] = [d for d in DASHBOARDS if d.uid == uid]
+    checked = 0
+    for panel in dashboard.panels:
+        assert panel.title in frame, (panel.title, frame)
+        expected = sorted((legend_text(legend, r["metric"]), float(r["value"][1]))
+                          for expr, legend in panel.queries for r in prom_query(stack, expr, at))
+        for legend, value in expected[:8]:
+            assert f"{legend}: {format_value(value)}" in frame, (panel.title, legend, value, frame)
+            checked += 1
+    assert checked, f"the {view} view printed no series after the demo:\n{frame}"
 
 
 def test_report_json_every_kpi_equals_its_query(stack: RunningStack, demo_run: DemoRun) -> None:
