@@ -74,6 +74,7 @@ class LogStoreClass:
 
     row: LogRetention
     index: int  # position in the policy: the instance's port is the first storage port + index
+    component_rows: tuple[str, ...] = ()  # the policy's channels by component: level rows exclude them
 
     @property
     def name(self) -> str:
@@ -96,13 +97,13 @@ class LogStoreClass:
         severity = f"severity_number >= {low} and severity_number <= {high}"
         if _UNSPECIFIED_AS in self.row.levels:
             severity = f"(severity_number == 0 or ({severity}))"
-        components = [row.component for row in RETENTION_POLICY if row.component is not None]
-        not_component = " and ".join(f'attributes["component"] != "{c}"' for c in components)
+        not_component = " and ".join(f'attributes["component"] != "{c}"' for c in self.component_rows)
         return severity + (f" and {not_component}" if not_component else "")
 
 
 def log_store_classes(policy: tuple[LogRetention, ...] = RETENTION_POLICY) -> tuple[LogStoreClass, ...]:
-    return tuple(LogStoreClass(row, index) for index, row in enumerate(policy))
+    components = tuple(row.component for row in policy if row.component is not None)
+    return tuple(LogStoreClass(row, index, components) for index, row in enumerate(policy))
 
 
 def endpoint_env(cls: LogStoreClass) -> str:

@@ -161,6 +161,12 @@ def _terminate(pids: Mapping[str, tuple[int, str]], timeout: float = 15.0) -> li
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
+    # Reap our children that exited on their own or between two checks above (a SIGKILLed server is a
+    # zombie until then, and its Popen would warn "still running" at exit).
+    for pid, _argv0 in pids.values():
+        child = _CHILDREN.get(pid)
+        if child is not None and child.poll() is not None:
+            del _CHILDREN[pid]
     return sorted(live)
 
 
