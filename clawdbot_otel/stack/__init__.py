@@ -11,7 +11,7 @@ The command line is `clawdbot-otel stack build|up|down|status|stop|start` (`regi
 
 from __future__ import annotations
 
-from ._build import Binaries, StackError, build_all, cache_dir, find_binaries, repo_root
+from ._build import Binaries, StackError, build_all, cache_dir, find_binaries, find_telemetrygen, repo_root
 from ._cli import otlp_export_line, register
 from ._launch import ServerStatus, down, info, stack_dir, start_server, status, stop_server, up
 from ._servers import AlertConfig, Ports, StackInfo, collector_env
@@ -42,6 +42,7 @@ __all__ = [
     "collector_env",
     "down",
     "find_binaries",
+    "find_telemetrygen",
     "info",
     "otlp_export_line",
     "register",

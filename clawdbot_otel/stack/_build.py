@@ -5,7 +5,9 @@
   the pinned release and repeats its replace/exclude directives (`go install pkg@version` refuses modules
   with replace directives);
 * prometheus and alertmanager: the Debian packages (installed with apt-get when run as root);
-* the Jaeger UI's static files (_jaeger_ui.py says from where).
+* the Jaeger UI's static files (_jaeger_ui.py says from where);
+* telemetrygen, collector-contrib's load generator (not a server: bench/capacity_bench.py drives the stack
+  with it), through the same wrapper module as Jaeger and VictoriaLogs.
 
 Every built binary lands in <cache>/bin/<name>-<version> next to a `.stamp` file holding a hash of its
 recipe (pinned version, manifest or wrapper go.mod, flags), so a second build is a no-op. Go's own module
@@ -44,11 +46,12 @@ __all__ = [
     "build_all",
     "cache_dir",
     "find_binaries",
+    "find_telemetrygen",
     "repo_root",
 ]
 
 Progress = Callable[[str], None]
-_TOTAL_STEPS = 6
+_TOTAL_STEPS = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,6 +346,24 @@ def _victorialogs(cache: Path, force: bool, step: str, progress: Progress) -> Pa
     )
 
 
+def _telemetrygen_binary(cache: Path) -> Path:
+    return cache / "bin" / f"telemetrygen-{v.TELEMETRYGEN_VERSION}"
+
+
+def _telemetrygen(cache: Path, force: bool, step: str, progress: Progress) -> Path:
+    return _go_wrapper_build(
+        cache=cache,
+        force=force,
+        step=step,
+        progress=progress,
+        name="telemetrygen",
+        module=v.TELEMETRYGEN_MODULE,
+        version=v.TELEMETRYGEN_VERSION,
+        package=v.TELEMETRYGEN_MODULE,
+        flags=["-trimpath", "-ldflags", "-s -w"],
+    )
+
+
 # ---------------------------------------------------------------------------------- Debian packages
 
 
@@ -441,6 +462,7 @@ def build_all(
         alertmanager = _alertmanager(f"[5/{_TOTAL_STEPS}]", progress, install_packages)
         install_jaeger_ui(cache, repo_root(), source=jaeger_ui, download=download_jaeger_ui, force=force,
                           step=f"[6/{_TOTAL_STEPS}]", progress=progress)
+        _telemetrygen(cache, force, f"[7/{_TOTAL_STEPS}]", progress)
     progress(f"stack build: done in {time.monotonic() - started:.1f}s (cache: {cache})")
     return Binaries(collector, jaeger, victorialogs, prometheus, alertmanager)
 
@@ -468,3 +490,11 @@ def find_binaries(cache: Path | None = None) -> Binaries:
     if missing or prom is None or am is None:
         raise StackError("not built/installed: " + ", ".join(missing) + "; run `clawdbot-otel stack build`")
     return Binaries(built["collector"], built["jaeger"], built["victorialogs"], Path(prom), Path(am))
+
+
+def find_telemetrygen(cache: Path | None = None) -> Path:
+    """The load generator of a previous `stack build`; StackError says how to get it."""
+    binary = _telemetrygen_binary(cache or cache_dir())
+    if not os.access(binary, os.X_OK):
+        raise StackError(f"telemetrygen {v.TELEMETRYGEN_VERSION} not built ({binary}); run `clawdbot-otel stack build`")
+    return binary

@@ -27,6 +27,11 @@ JAEGER_VERSION: Final = "2.12.0"
 VICTORIALOGS_MODULE: Final = "github.com/VictoriaMetrics/VictoriaLogs"
 VICTORIALOGS_VERSION: Final = "v1.52.2"
 
+# telemetrygen (Apache-2.0): the collector-contrib load generator, for the capacity benchmark
+# (bench/capacity_bench.py), at the same contrib release as the collector. Its go.mod says go 1.26.0.
+TELEMETRYGEN_MODULE: Final = "github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen"
+TELEMETRYGEN_VERSION: Final = f"v{COLLECTOR_VERSION}"
+
 # Prometheus and Alertmanager come from Debian bookworm packages (no Go build); the launcher only checks
 # that the installed versions are at least these.
 PROMETHEUS_DEB: Final = "prometheus"
@@ -37,7 +42,7 @@ ALERTMANAGER_VERSION: Final = "0.25.0"
 ALERTMANAGER_MIN_VERSION: Final = (0, 24, 0)
 
 # Go toolchain: the newest go directive among the pinned modules (checked at build time by `go` itself).
-GO_MIN_VERSION: Final = (1, 25, 0)
+GO_MIN_VERSION: Final = (1, 26, 0)  # telemetrygen v0.161.0 (the collector alone needs 1.25)
 
 # Container images for docker-compose.yml (documented here so there is one list to bump).
 IMAGES: Final = {

@@ -24,7 +24,7 @@ from clawdbot_otel.stack import StackError, repo_root
 from clawdbot_otel.stack import _versions as versions
 from clawdbot_otel.stack._jaeger_ui import install_jaeger_ui, installed_jaeger_ui, shared_jaeger_ui_tarball
 
-STEP = "[6/6]"
+STEP = "[6/7]"
 LABEL = f"{STEP} jaeger-ui {versions.JAEGER_UI_VERSION}"
 
 
