@@ -252,6 +252,34 @@ def two_tier_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         yield running
 
 
+@contextlib.contextmanager
+def server_process(what: str, argv: list[str], log: Path, ready_url: str, *, env: dict[str, str] | None = None,
+                   timeout: float = 60) -> Iterator[subprocess.Popen[bytes]]:
+    """A server the test starts itself (beside the stack), ready when `ready_url` answers 200; the test fails
+    with its log if it exits first. Stopped with SIGTERM (SIGKILL after 15 s)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"{what} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(ready_url, timeout=1) as resp:
+                    return bool(resp.status == 200)
+            except OSError:  # refused while starting; HTTPError (not ready yet) is an OSError too
+                return False
+
+        wait_for(ready, timeout, 0.2, f"{what} to become ready ({ready_url})")
+        yield proc
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @dataclasses.dataclass(frozen=True)
 class ExtraCollector:
     otlp_grpc: str
@@ -278,34 +306,9 @@ def collector_keep_all(stack: RunningStack, tmp_path_factory: pytest.TempPathFac
         "OTELCOL_STORAGE_DIR": str(log.parent / "queue"),
     }
     configs = [repo_root() / "otel-collector" / name for name in ("config.yaml", "logs-victorialogs.yaml")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(stack.binaries.collector), *(arg for c in configs for arg in ("--config", str(c)))],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        health = f"http://127.0.0.1:{shift.collector_health}/"
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"second collector exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                return http_json(health, timeout=1)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(ready, 60, 0.2, "the 100% collector to become healthy")
+    argv = [str(stack.binaries.collector), *(arg for c in configs for arg in ("--config", str(c)))]
+    with server_process("the 100% collector", argv, log, f"http://127.0.0.1:{shift.collector_health}/", env=env):
         yield ExtraCollector(f"http://127.0.0.1:{shift.otlp_grpc}", 100.0)
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 DEMO_SECONDS = 25
