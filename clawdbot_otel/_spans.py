@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import string
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, cast
 
@@ -17,6 +18,7 @@ import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.baggage import get_baggage
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -31,7 +33,7 @@ from .conventions import (
     nearest,
 )
 
-__all__ = ["SpanHandle", "SpanOwner", "SpanScope", "TracingMixin", "model_family", "session_type"]
+__all__ = ["PresetIds", "SpanHandle", "SpanOwner", "SpanScope", "TracingMixin", "model_family", "session_type"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -211,6 +213,56 @@ def _unknown_attribute_message(category: _Category, key: str) -> str:
     return f"span category {category.spec.name} has no attribute {key!r}{hint}"
 
 
+class PresetIds(IdGenerator):
+    """A tracer's id generator that hands out given ids to the next span a thread starts with `preset`.
+
+    For spans whose ids were chosen before the span exists: the gateway's relay puts a request's
+    `traceparent` on the frame it sends upstream and the observer (perhaps in another process) then
+    starts that request's span with the same ids. The trace id is used when the span has no valid
+    parent (with one, the parent's trace id is the span's, as the relay also chose it)."""
+
+    __slots__ = ("_inner", "_preset")
+
+    def __init__(self, inner: IdGenerator) -> None:
+        self._inner = inner
+        self._preset: dict[int, list[int]] = {}  # thread id -> [trace id, span id], 0 once used
+
+    @classmethod
+    def of(cls, tracer: Any) -> PresetIds | None:
+        """The tracer's preset generator, installed over its own on first use (None: not an SDK tracer)."""
+        current = getattr(tracer, "id_generator", None)
+        if isinstance(current, PresetIds):
+            return current
+        if not isinstance(current, IdGenerator):
+            return None
+        tracer.id_generator = preset = cls(current)
+        return preset
+
+    def preset(self, trace_id: int, span_id: int) -> None:
+        self._preset[threading.get_ident()] = [trace_id, span_id]
+
+    def clear(self) -> None:
+        self._preset.pop(threading.get_ident(), None)
+
+    def generate_trace_id(self) -> int:
+        ids = self._preset.get(threading.get_ident())
+        if ids is not None and ids[0]:
+            trace_id, ids[0] = ids[0], 0
+            return trace_id
+        return self._inner.generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        ids = self._preset.get(threading.get_ident())
+        if ids is not None and ids[1]:
+            span_id, ids[1] = ids[1], 0
+            return span_id
+        return self._inner.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        # asked after generate_trace_id(), only for a root span: a preset one is random (the relay's)
+        return threading.get_ident() in self._preset or self._inner.is_trace_id_random()
+
+
 def parent_context(parent: Any) -> otel_context.Context | None:
     """A parent given as a Context, a SpanHandle, a Span or a W3C `traceparent` string."""
     if parent is None or isinstance(parent, otel_context.Context):
@@ -238,7 +290,7 @@ class SpanScope:
 
     def start(self) -> SpanHandle:
         """Start without making it current (for spans that end elsewhere, e.g. a frame observer)."""
-        category, name, attributes, parent, start_time, links, kind = self._args
+        category, name, attributes, parent, start_time, links, kind, ids = self._args
         owner = self._owner
         attrs = {SPAN_CATEGORY_ATTRIBUTE: category.spec.name}
         if attributes:
@@ -262,14 +314,21 @@ class SpanScope:
         cid = get_baggage(CORRELATION_BAGGAGE_KEY, ctx)
         if cid is not None:
             attrs.setdefault(CORRELATION_ATTRIBUTE, cid)
-        span = owner.tracer.start_span(
-            name or category.span_name(attrs),
-            context=ctx,
-            kind=kind or category.kind,
-            attributes=attrs,
-            links=links,
-            start_time=start_time,
-        )
+        preset = PresetIds.of(owner.tracer) if ids is not None else None
+        if preset is not None:
+            preset.preset(*ids)
+        try:
+            span = owner.tracer.start_span(
+                name or category.span_name(attrs),
+                context=ctx,
+                kind=kind or category.kind,
+                attributes=attrs,
+                links=links,
+                start_time=start_time,
+            )
+        finally:
+            if preset is not None:
+                preset.clear()
         self._handle = SpanHandle(span, category, owner)
         return self._handle
 
@@ -326,6 +385,7 @@ class TracingMixin:
         start_time: int | None = None,
         links: list[Link] | None = None,
         kind: SpanKind | None = None,
+        ids: tuple[int, int] | None = None,
     ) -> SpanScope:
         owner = cast("SpanOwner", self)
         spec = _CATEGORIES.get(category)
@@ -337,7 +397,7 @@ class TracingMixin:
             # Production keeps the operation (children still need a parent) under category `other`.
             literal = str(category).replace("{", "{{").replace("}", "}}")  # a name, not a template
             spec = _Category(SpanCategory("other", "", literal, "internal", ()))
-        return SpanScope(owner, (spec, name, attributes, parent, start_time, links, kind))
+        return SpanScope(owner, (spec, name, attributes, parent, start_time, links, kind, ids))
 
     def _content(self, value: Any) -> str | None:
         owner = cast("SpanOwner", self)
@@ -351,7 +411,10 @@ class TracingMixin:
         self, method: str, *, request_id: str | None = None, body: Any = None, body_bytes: int | None = None,
         headers: Mapping[str, str] | None = None, connection_id: str | None = None,
         client_id: str | None = None, parent: Any = None, start_time: int | None = None,
+        ids: tuple[int, int] | None = None,
     ) -> SpanScope:
+        """`ids`: (trace id, span id) chosen beforehand (see `PresetIds`); the trace id counts when
+        `parent` is not a valid span context."""
         owner = cast("SpanOwner", self)
         summary = self._content(body) if body is not None else None
         if summary is None and isinstance(body, Mapping):
@@ -366,7 +429,7 @@ class TracingMixin:
             "clawdbot.request.headers": _json(owner.redactor.mapping(headers)) if headers else None,
             "clawdbot.connection.id": connection_id,
             "clawdbot.client.id": client_id,
-        }, parent=parent, start_time=start_time)
+        }, parent=parent, start_time=start_time, ids=ids)
 
     def session_span(
         self, agent_name: str, *, model: str | None = None, provider: str | None = None,

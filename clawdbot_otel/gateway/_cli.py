@@ -85,9 +85,11 @@ def _gateway(args: argparse.Namespace) -> int:
     if args.upstream is not None and (problem := _upstream_problem(args.upstream)) is not None:
         sys.stderr.write(f"clawdbot-otel gateway: {problem}\n")
         return 2
-    if not args.no_telemetry:
-        # host:port tells two gateways on one machine apart and stays the same across restarts
-        clawdbot_otel.setup(instance_id=f"{socket.gethostname()}:{args.port}")
+    # host:port tells two gateways on one machine apart and stays the same across restarts
+    instance_id = f"{socket.gethostname()}:{args.port}"
+    # A proxy observes in a child process that sets telemetry up itself: this one runs no SDK thread.
+    if not args.no_telemetry and args.upstream is None:
+        clawdbot_otel.setup(instance_id=instance_id)
     state_folder, no_state_reason = (_openclaw_state_folder(args) if args.upstream and not args.no_telemetry
                                      else (None, None))
     try:
@@ -95,7 +97,9 @@ def _gateway(args: argparse.Namespace) -> int:
                                upstream=args.upstream, upstream_token=args.upstream_token, workspace=args.workspace,
                                token=args.token, observe=not args.no_telemetry, time_scale=args.time_scale,
                                heartbeat_stale_after_s=args.heartbeat_stale_after,
-                               scheduler_from_frames=state_folder is None)
+                               scheduler_from_frames=state_folder is None, openclaw_state=state_folder,
+                               openclaw_state_interval_s=args.openclaw_state_interval,
+                               observer_process=True, instance_id=instance_id)
     except ForeignWorkspaceError as exc:  # a folder the simulator did not make: refused, says what to do
         sys.stderr.write(f"clawdbot-otel gateway: {exc}\n")
         clawdbot_otel.shutdown()
@@ -119,7 +123,9 @@ def _gateway(args: argparse.Namespace) -> int:
         sys.stdout.write(f"clawdbot-otel gateway: listening on {server.url} ({server.mode})\n")
         if no_state_reason:
             sys.stdout.write(f"clawdbot-otel gateway: {no_state_reason}\n")
-        state_watcher = _start_openclaw_state(args, server, state_folder) if state_folder is not None else None
+        if state_folder is not None:
+            sys.stdout.write(f"clawdbot-otel gateway: reading OpenClaw state in {state_folder} every "
+                             f"{args.openclaw_state_interval:g} s\n")
         sys.stdout.flush()
         if args.upstream is not None and (silence := await _upstream_silence(args.upstream)) is not None:
             # the proxy still runs: GatewayDown reports the dead upstream, and relaying resumes when it answers
@@ -129,9 +135,6 @@ def _gateway(args: argparse.Namespace) -> int:
                              "--upstream\n")
             sys.stderr.flush()
         await stop.wait()
-        if state_watcher is not None:
-            await state_watcher.stop()
-            state_watcher.close()
         await server.stop()
         return 0
 
@@ -158,17 +161,6 @@ def _openclaw_state_folder(args: argparse.Namespace) -> tuple[Path | None, str |
         return None, (f"no OpenClaw state in {folder}; automations are seen only while a client is connected "
                       "(pass --openclaw-state DIR)")
     return folder, None
-
-
-def _start_openclaw_state(args: argparse.Namespace, server: Any, folder: Path) -> Any:
-    from clawdbot_otel.collect import OpenClawStateWatcher
-
-    watcher = OpenClawStateWatcher(server.telemetry, folder, interval_s=args.openclaw_state_interval,
-                                   proxy_counted=server.observer.counted_run)
-    watcher.start()
-    sys.stdout.write(f"clawdbot-otel gateway: reading OpenClaw state in {folder} every "
-                     f"{args.openclaw_state_interval:g} s\n")
-    return watcher
 
 
 def _upstream_problem(url: str) -> str | None:

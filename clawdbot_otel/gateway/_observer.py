@@ -105,10 +105,13 @@ class FrameObserver:
         except Exception:
             self._internal_error()
 
-    def request(self, conn_id: str, frame: RequestFrame, received_ns: int | None = None) -> SpanHandle | None:
-        """A client's req frame: starts its request span (returned, for the upstream `traceparent`)."""
+    def request(self, conn_id: str, frame: RequestFrame, received_ns: int | None = None,
+                ids: tuple[int, int] | None = None) -> SpanHandle | None:
+        """A client's req frame: starts its request span (returned, for the upstream `traceparent`).
+
+        `ids`: the (trace id, span id) the relay already put in the frame's `traceparent` upstream."""
         try:
-            return self.requests.request(conn_id, frame, received_ns or self.clock())
+            return self.requests.request(conn_id, frame, received_ns or self.clock(), ids)
         except Exception:
             self._internal_error()
             return None

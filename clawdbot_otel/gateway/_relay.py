@@ -3,6 +3,7 @@ sent on as they came."""
 
 from __future__ import annotations
 
+import random
 import re
 
 import orjson
@@ -11,11 +12,34 @@ from websockets.asyncio.server import ServerConnection
 
 from clawdbot_otel.frames import RequestFrame
 
-__all__ = ["close_args", "inject_traceparent"]
+__all__ = ["close_args", "inject_traceparent", "request_ids"]
 
 #: Close codes a peer may send (RFC 6455 7.4): others (1005, 1006, 1015) are facts, not codes to send.
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 _TRACEPARENT_VALUE = re.compile(r"^[0-9A-Za-z-]{0,128}$")
+#: W3C trace context, as the OTel propagator reads it (version, trace id, span id, flags, future fields)
+_W3C = re.compile(r"^\s*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\s*$")
+_SAMPLED_AND_RANDOM = 0x03
+_SAMPLED_RANDOM_ROOT = "03"  # a root span: sampled (the SDK keeps every trace), random trace id
+
+
+def request_ids(client_traceparent: str | None) -> tuple[str, tuple[int, int]]:
+    """The request span's `traceparent` for the upstream and its (trace id, span id), chosen by the relay
+    before the span exists (the observer starts it with these ids: `request_span(ids=...)`).
+
+    A valid client `traceparent` (as the OTel propagator reads it) gives the trace id and the flags
+    (sampled as the parent-based sampler decides, random-trace-id as the client says); otherwise a new
+    random trace id, sampled. The span id is new and random."""
+    span_id = random.getrandbits(64) or 1
+    match = _W3C.match(client_traceparent) if client_traceparent else None
+    if match is not None:
+        version, trace_hex, parent_span, flags, rest = match.groups()
+        if (trace_hex != "0" * 32 and parent_span != "0" * 16 and version != "ff"
+                and not (version == "00" and rest)):
+            flags = f"{int(flags, 16) & _SAMPLED_AND_RANDOM:02x}"
+            return f"00-{trace_hex}-{span_id:016x}-{flags}", (int(trace_hex, 16), span_id)
+    trace_id = random.getrandbits(128) or 1
+    return f"00-{trace_id:032x}-{span_id:016x}-{_SAMPLED_RANDOM_ROOT}", (trace_id, span_id)
 
 
 def inject_traceparent(message: str | bytes, frame: RequestFrame, traceparent: str) -> str | bytes:

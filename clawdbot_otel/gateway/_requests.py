@@ -98,7 +98,7 @@ class RequestTracker:
     def throughput(self, now_ns: int) -> float:
         return self._throughput.per_second(now_ns)
 
-    def request(self, conn_id: str, frame: RequestFrame, now: int) -> SpanHandle:
+    def request(self, conn_id: str, frame: RequestFrame, now: int, ids: tuple[int, int] | None = None) -> SpanHandle:
         conn = self._conns.get(conn_id)
         if conn is None:
             conn = self._conns[conn_id] = Connection(conn_id, None)
@@ -111,7 +111,7 @@ class RequestTracker:
             conn.connect_id = frame.id
         span = self.telemetry.request_span(
             method, request_id=frame.id, body=params, connection_id=conn.id, client_id=conn.client_id,
-            parent=frame.traceparent, start_time=now,
+            parent=frame.traceparent, start_time=now, ids=ids,
         ).start()
         if conn.headers_json is not None:
             span.set("clawdbot.request.headers", conn.headers_json)

@@ -1,22 +1,26 @@
 """The gateway WebSocket server: the embedded runtime, or a transparent proxy in front of a real gateway.
 
-Both modes feed one `FrameObserver`. The proxy's relay path is: receive -> (c2s req only: start the
-request span, put its `traceparent` in the frame) -> send -> hand the message to the observer queue.
-The observer task parses and observes from that queue, off the relay path: a pump never waits for
-telemetry (a full queue drops the message from telemetry, counted, never from the traffic), and
-messages above `max_observed_bytes` are parsed in a worker thread. Everything else about a frame is
-passed on as received: text stays text, binary stays binary, bytes are untouched, close codes and
-reasons are relayed, and `send()` waiting for the peer to drain is the backpressure (a pump does not
-read the next message until the previous one was written).
+Both modes feed one `FrameObserver`. The proxy's relay path is: receive -> (c2s req only: choose the
+request span's ids and put its `traceparent` in the frame) -> hand the message to the observer's feed
+-> send. The observer parses and observes from the feed, off the relay path: a pump never waits for
+telemetry (a full feed drops the message from telemetry, counted, never from the traffic), and
+messages above `max_observed_bytes` are parsed in a worker thread. The feed is a queue and a task in
+this process (`LocalFeed`), or with `observer_process=True` (what `clawdbot-otel gateway --upstream`
+uses) a child process that also runs the SDK, its exporters, the upstream monitor and the watchers
+(`_observer_process`): the relay's process then runs no telemetry thread at all. Everything else about
+a frame is passed on as received: text stays text, binary stays binary, bytes are untouched, close
+codes and reasons are relayed, and `send()` waiting for the peer to drain is the backpressure (a pump
+does not read the next message until the previous one was written).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +41,12 @@ from clawdbot_otel.frames import (
 )
 from clawdbot_otel.simulation import DEFAULT_CRON_JOBS, CronJob, EmbeddedRuntime, Workspace
 
-from ._collectors import start_collectors
+from ._collectors import start_collectors, stop_collectors
+from ._feed import FrameConsumer, FrameFeed, LocalFeed
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
-from ._relay import close_args, inject_traceparent
+from ._observer_process import ProcessFeed
+from ._relay import close_args, inject_traceparent, request_ids
 
 __all__ = ["GatewayServer", "inject_traceparent"]
 
@@ -115,7 +121,11 @@ class GatewayServer:
     `collectors=True` (embedded mode) also runs the spawn-queue, inbox and heartbeat watchers and the
     resource sampler over the workspace, inside this process.
     `scheduler_from_frames=False` leaves automations and task completions to an `OpenClawStateWatcher`
-    over the upstream's state (it sees every run, connected or not; counting the frames too would double).
+    over the upstream's state (it sees every run, connected or not; counting the frames too would double);
+    `openclaw_state` (a folder) starts that watcher, every `openclaw_state_interval_s`.
+    `observer_process=True` (proxy mode) observes in a child process that sets telemetry up from the
+    OTEL_* variables itself (`telemetry` then only serves the relay's redactor), with `instance_id` as
+    its `service.instance.id`.
     """
 
     def __init__(
@@ -143,6 +153,10 @@ class GatewayServer:
         max_observe_queue: int = 10_000,
         heartbeat_stale_after_s: float = 300.0,
         scheduler_from_frames: bool = True,
+        openclaw_state: Path | None = None,
+        openclaw_state_interval_s: float = 15.0,
+        observer_process: bool = False,
+        instance_id: str | None = None,
     ) -> None:
         self.telemetry = telemetry
         # the tokens have no format the redactor could find them by: it hides these exact values
@@ -158,9 +172,8 @@ class GatewayServer:
         self.max_observed_bytes = max_observed_bytes
         self.sweep_interval_s = sweep_interval_s
         self.max_queue = max_queue
-        # (conn id, direction, message, received ns); None as message: the connection closed
-        self._observe_queue: asyncio.Queue[tuple[str, str, str | bytes | None, int]] = asyncio.Queue(
-            max_observe_queue)
+        self.openclaw_state = openclaw_state
+        self.openclaw_state_interval_s = openclaw_state_interval_s
         if workspace:
             self.workspace = Workspace(Path(workspace).expanduser())
         elif upstream is None:  # the simulator answers and deletes files: never in the real ~/clawd
@@ -170,6 +183,27 @@ class GatewayServer:
         self.collectors_enabled = collectors and observe
         self.collectors: list[Any] = []
         self.observer: FrameObserver | None = None
+        self.observer_errors: list[BaseException] = []
+        self.feed: FrameFeed | None = None
+        self.process_feed: ProcessFeed | None = None
+        self._local_feed: LocalFeed | None = None
+        self.state_watcher: Any = None
+        if upstream is not None and observe and observer_process:
+            self._instance_id = instance_id
+            self.process_feed = ProcessFeed({  # url, mode, instance_id and started_at: at start()
+                "upstream": upstream, "upstream_token": upstream_token,
+                "secrets": [t for t in (token, upstream_token) if t],
+                "monitor_upstream": monitor_upstream, "collectors": self.collectors_enabled,
+                "workspace": str(self.workspace.root),
+                "heartbeat_stale_after_s": heartbeat_stale_after_s, "run_timeout_s": run_timeout_s,
+                "max_observed_bytes": max_observed_bytes, "sweep_interval_s": sweep_interval_s,
+                "scheduler_from_frames": scheduler_from_frames,
+                "openclaw_state": {"folder": str(openclaw_state), "interval_s": openclaw_state_interval_s}
+                if openclaw_state is not None else None,
+            })
+            self.feed = self.process_feed
+            self.collectors_enabled = False
+            observe = False  # nothing of the observer's in this process
         if observe:
             # Embedded: the spawn-queue watcher counts sub-agents from its response files (the simulator
             # spawns through the queue only). Proxy: the observer does, from sub-agent session keys.
@@ -185,9 +219,13 @@ class GatewayServer:
                 self.workspace, self._broadcast, token=token, time_scale=time_scale,
                 tick_interval_s=tick_interval_s, cron_jobs=cron_jobs, seed=seed,
                 trace_lookup=self.observer.run_traceparent if self.observer is not None else None)
+        self._consumer = (FrameConsumer(telemetry, self.observer, max_observed_bytes=max_observed_bytes,
+                                        errors=self.observer_errors) if self.observer is not None else None)
+        if self._consumer is not None and upstream is not None:
+            self._local_feed = LocalFeed(self._consumer, max_observe_queue)
+            self.feed = self._local_feed
         self.peers: dict[str, _Peer] = {}
         self._open_connections = 0
-        self.observer_errors: list[BaseException] = []
         self.started_at = time.time()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -210,12 +248,17 @@ class GatewayServer:
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
         self.started_at = time.time()
+        if self.process_feed is not None:
+            self.process_feed.config.update(
+                url=self.url, mode=self.mode, started_at=self.started_at,
+                instance_id=self._instance_id or f"{socket.gethostname()}:{self.port}")
+            await self.process_feed.start()
         if self.runtime is not None:
             await self.runtime.start()
         if self.observer is not None:
             self._tasks.append(asyncio.create_task(self._sweep_loop()))
-            if self.upstream is not None:
-                self._tasks.append(asyncio.create_task(self._observe_loop()))
+        if self._local_feed is not None:
+            self._tasks.append(asyncio.create_task(self._local_feed.run()))
         if self.monitor is not None:
             self._tasks.append(asyncio.create_task(self.monitor.run()))
         if self.collectors_enabled:
@@ -223,7 +266,15 @@ class GatewayServer:
                                                create=self.upstream is None,
                                                heartbeat_stale_after_s=self.heartbeat_stale_after_s,
                                                uptime=self.monitor.uptime_s if self.monitor is not None else None)
-        self.telemetry.log("INFO", "gateway", "Gateway started", metadata={"url": self.url, "mode": self.mode})
+        if self.openclaw_state is not None and self.observer is not None:
+            from clawdbot_otel.collect import OpenClawStateWatcher
+
+            self.state_watcher = OpenClawStateWatcher(self.telemetry, self.openclaw_state,
+                                                      interval_s=self.openclaw_state_interval_s,
+                                                      proxy_counted=self.observer.counted_run)
+            self.state_watcher.start()
+        if self.process_feed is None:  # else the observer process says it
+            self.telemetry.log("INFO", "gateway", "Gateway started", metadata={"url": self.url, "mode": self.mode})
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -231,24 +282,21 @@ class GatewayServer:
             await self._server.wait_closed()
         if self.runtime is not None:
             await self.runtime.stop()
-        if self.observer is not None:
-            self._drain_observe_queue()
+        if self.process_feed is not None:
+            await self.process_feed.stop()  # the observer process exports what it holds, then exits
+            return
+        if self._local_feed is not None:
+            self._local_feed.drain()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for collector in self.collectors:
-            with contextlib.suppress(Exception):
-                stop = getattr(collector, "stop", None)
-                if stop is not None:
-                    result = stop()
-                    if isinstance(result, Awaitable):
-                        await result
-                close = getattr(collector, "close", None)
-                if close is not None:
-                    close()
-        self.collectors.clear()
+        if self.state_watcher is not None:
+            await self.state_watcher.stop()
+            self.state_watcher.close()
+            self.state_watcher = None
+        await stop_collectors(self.collectors)
         if self.observer is not None:
             self.observer.close()  # what is still open ends now, marked as cut short
         self.telemetry.log("INFO", "gateway", "Gateway stopped", metadata={"url": self.url})
@@ -267,63 +315,11 @@ class GatewayServer:
     # --- shared ----------------------------------------------------------------------------------
     def guard(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call into the observer; whatever it raises stays here (the relay must not die of telemetry)."""
-        try:
-            return fn(*args)
-        except Exception as exc:
-            if len(self.observer_errors) < 100:
-                self.observer_errors.append(exc)
-            with contextlib.suppress(Exception):
-                self.telemetry.increment("clawdbot_otel_source_errors_total",
-                                         {"source": "frames", "reason": "observer_error"})
-            return None
+        return self._consumer.guard(fn, *args) if self._consumer is not None else None
 
     def count_error(self, error_type: str) -> None:
         if self.observe:
             self.telemetry.increment("gateway_errors_total", {"error_type": error_type})
-
-    def _observe_later(self, conn_id: str, direction: str, message: str | bytes | None, received: int) -> None:
-        try:
-            self._observe_queue.put_nowait((conn_id, direction, message, received))
-        except asyncio.QueueFull:  # telemetry falls behind: lose the observation, never the frame
-            self.telemetry.increment("clawdbot_otel_source_errors_total",
-                                     {"source": "frames", "reason": "observer_queue_full"})
-
-    def _observe_one(self, conn_id: str, direction: str, message: str | bytes | None, received: int,
-                     frame: Any = None) -> None:
-        observer = self.observer
-        assert observer is not None
-        if message is None:
-            self.guard(observer.connection_closed, conn_id)
-            return
-        if frame is None:
-            try:
-                frame = parse_frame(message)
-            except FrameError as exc:
-                self.guard(observer.invalid, direction, exc.reason)
-                return
-        self.guard(observer.frame, conn_id, direction, frame, received)
-
-    async def _observe_loop(self) -> None:
-        queue = self._observe_queue
-        limit = self.max_observed_bytes
-        while True:
-            conn_id, direction, message, received = await queue.get()
-            frame = None
-            if message is not None and len(message) > limit:
-                try:  # a large frame is parsed in a thread: the event loop keeps relaying meanwhile
-                    frame = await asyncio.to_thread(parse_frame, message)
-                except FrameError as exc:
-                    self.guard(self.observer.invalid, direction, exc.reason)  # type: ignore[union-attr]
-                    continue
-            self._observe_one(conn_id, direction, message, received, frame)
-            # get() does not suspend while items wait: yield after each, so that a burst of events
-            # (an agent turn sends ~25) never holds the relay up for longer than one observation.
-            await asyncio.sleep(0)
-
-    def _drain_observe_queue(self) -> None:
-        queue = self._observe_queue
-        while not queue.empty():
-            self._observe_one(*queue.get_nowait())
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -333,7 +329,8 @@ class GatewayServer:
 
     def _opened(self, ws: ServerConnection) -> str:
         conn_id = str(uuid.uuid4())
-        if self.observer is not None:
+        sink = self.feed or self._consumer
+        if sink is not None:
             headers = {}
             if ws.request is not None:
                 for name in _RECORDED_HEADERS:
@@ -343,22 +340,13 @@ class GatewayServer:
             remote = ws.remote_address
             if remote:
                 headers["x-remote-address"] = f"{remote[0]}"
-            self.guard(self.observer.connection_opened, conn_id, headers)
-            self._open_connections += 1
-            self.telemetry.gauge("gateway_active_connections", self._open_connections)
-            self.telemetry.log("DEBUG", "gateway", "Connection opened", metadata={"connection_id": conn_id})
+            sink.opened(conn_id, headers)
         return conn_id
 
     def _closed(self, conn_id: str, code: int | None, reason: str) -> None:
-        if self.observer is not None:
-            self._open_connections -= 1
-            self.telemetry.gauge("gateway_active_connections", self._open_connections)
-            if self.upstream is not None:  # after the frames of this connection still queued
-                self._observe_later(conn_id, "close", None, time.time_ns())
-            else:
-                self.guard(self.observer.connection_closed, conn_id, code, reason)
-            self.telemetry.log("DEBUG", "gateway", "Connection closed",
-                               metadata={"connection_id": conn_id, "code": code, "reason": reason})
+        sink = self.feed or self._consumer  # a feed: after the frames of this connection still queued
+        if sink is not None:
+            sink.closed(conn_id, code, reason)
 
     # --- embedded mode ---------------------------------------------------------------------------
     def _broadcast(self, event: str, payload: dict[str, Any]) -> None:
@@ -431,9 +419,10 @@ class GatewayServer:
                     user_agent_header=user_agent, max_size=self.max_size, compression=None, open_timeout=10,
                 )
             except Exception as exc:
-                self.count_error("runtime")
-                self.telemetry.log("ERROR", "gateway", "Upstream gateway unreachable",
-                                   metadata={"upstream": self.upstream, "error": f"{type(exc).__name__}: {exc}"})
+                if self.feed is not None:
+                    self.feed.relay_error("Upstream gateway unreachable", {
+                        "upstream": self.telemetry.redactor.scrub(self.upstream),
+                        "error": f"{type(exc).__name__}: {exc}"})
                 await ws.close(1011, f"upstream gateway unavailable: {type(exc).__name__} {exc}"[:120])
                 return
             async with upstream:
@@ -455,46 +444,42 @@ class GatewayServer:
             self._closed(conn_id, ws.close_code, ws.close_reason or "")
 
     async def _pump_c2s(self, conn_id: str, src: ServerConnection, dst: ClientConnection) -> None:
-        """Requests are parsed here, before they go on: their span's traceparent goes into the frame.
+        """Requests are parsed here, before they go on: the relay chooses their span's ids and puts its
+        `traceparent` in the frame; the observer starts the span with those ids.
 
-        A request larger than `max_observed_bytes` goes on unchanged (parsing it here would delay it)
-        and is observed from the queue, without a traceparent for the upstream."""
-        observer = self.observer
+        The message is handed to the feed before it is sent, so that the observer always sees a request
+        before its response. A request larger than `max_observed_bytes` goes on unchanged (parsing it
+        here would delay it), without a traceparent for the upstream."""
+        feed = self.feed
         limit = self.max_observed_bytes
         try:
             async for message in src:
-                if observer is None:
+                if feed is None:
                     await dst.send(message)
                     continue
                 received = time.time_ns()
-                if len(message) > limit:
-                    await dst.send(message)
-                    self._observe_later(conn_id, "c2s", message, received)
-                    continue
-                try:
-                    frame = parse_frame(message)
-                except FrameError as exc:
-                    await dst.send(message)
-                    self.guard(observer.invalid, "c2s", exc.reason)
-                    continue
-                if isinstance(frame, RequestFrame):
-                    span = self.guard(observer.request, conn_id, frame, received)
-                    if span is not None:
-                        message = inject_traceparent(message, frame, span.traceparent)
-                    await dst.send(message)
-                else:
-                    await dst.send(message)
-                    self._observe_later(conn_id, "c2s", message, received)
+                out = message
+                ids = None
+                if len(message) <= limit:
+                    try:
+                        frame = parse_frame(message)
+                    except FrameError:
+                        frame = None  # relayed as it is; the observer counts it
+                    if isinstance(frame, RequestFrame):
+                        traceparent, ids = request_ids(frame.traceparent)
+                        out = inject_traceparent(message, frame, traceparent)
+                feed.message(conn_id, "c2s", message, received, ids)
+                await dst.send(out)
         except ConnectionClosed:
             pass
 
     async def _pump_s2c(self, conn_id: str, src: ClientConnection, dst: ServerConnection) -> None:
-        observe = self.observer is not None
+        feed = self.feed
         try:
             async for message in src:
+                received = time.time_ns()
                 await dst.send(message)
-                if observe:
-                    self._observe_later(conn_id, "s2c", message, time.time_ns())
+                if feed is not None:
+                    feed.message(conn_id, "s2c", message, received)
         except ConnectionClosed:
             pass
-

@@ -171,7 +171,10 @@ async def test_proxy_is_transparent_and_joins_the_trace(
     up_requests = {s.attributes["clawdbot.request.id"]: s for s in cap_up.spans_by_category("request")}
     for frame_id, tp in zip(("1:c", "2:a", "3:h"), injected, strict=True):
         ours, theirs = proxy_requests[frame_id], up_requests[frame_id]
-        assert tp == f"00-{ours.context.trace_id:032x}-{ours.context.span_id:016x}-01"
+        # the relay chose the ids before the span existed: the span has exactly those (sampled; the
+        # random-trace-id flag as the SDK sets it for a root span, as the client sent it otherwise)
+        assert tp == f"00-{ours.context.trace_id:032x}-{ours.context.span_id:016x}-{int(ours.context.trace_flags):02x}"
+        assert ours.context.trace_flags.sampled
         assert theirs.parent is not None and theirs.parent.span_id == ours.context.span_id
         assert theirs.context.trace_id == ours.context.trace_id
     agent = proxy_requests["2:a"]
