@@ -11,10 +11,14 @@ tenth request, an `agent` turn whose ~20 event frames flow back through the rela
 * saturated: back to back, so the proxy's CPU is the bottleneck: the throughput ratio is the capacity
   the observer costs.
 
-Reported: round-trip p50/p99 of `health`, requests/s, turn p99, and the differences against the direct
-path and between observer on and off. Exporters follow this process's OTEL_* variables (set
-OTEL_EXPORTER_OTLP_ENDPOINT to the stack's collector for a production-like run). Gateways run in
-child processes so the load generator does not share their event loop.
+The three paths run side by side and take turns (`--rounds` slices of `--duration` each), so that a
+machine shared with other work disturbs them alike. Reported: round-trip p50/p99 of `health`,
+requests/s, turn p99, the differences against the direct path and between observer on and off, and
+the CPU per request (health or turn) of the relay's process and of its observer process (the proxy's
+telemetry runs there: `clawdbot-otel gateway --upstream`). Exporters follow this process's OTEL_*
+variables (set OTEL_EXPORTER_OTLP_ENDPOINT to the stack's collector for a production-like run).
+Gateways run in child processes so the load generator does not share their event loop. About
+`2 * 3 * duration` seconds in all (2 min at the default 20 s).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+import psutil
 
 from clawdbot_otel.simulation import GatewayClient
 
@@ -110,13 +116,30 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 100 else max(values)
 
 
+class _Cpu:
+    """CPU seconds of a gateway process and, apart, of its child processes (the observer process)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.proc = psutil.Process(pid) if pid is not None else None
+
+    def read(self) -> tuple[float, float]:
+        if self.proc is None:
+            return 0.0, 0.0
+        own = sum(self.proc.cpu_times()[:2])
+        children = 0.0
+        for child in self.proc.children():
+            with contextlib.suppress(psutil.Error):
+                children += sum(child.cpu_times()[:2])
+        return own, children
+
+
 def _table(title: str, rows: list[tuple[Any, ...]]) -> None:
     base = rows[0]
     print(f"\n{title}\n{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'turn p99':>10}"
-          f"{'p50 +ms':>9}{'p99 +ms':>9}{'thrpt':>8}")
-    for name, p50, p99, rps, turns, turn_p99 in rows:
+          f"{'p50 +ms':>9}{'p99 +ms':>9}{'thrpt':>8}{'relay us/req':>13}{'observer us/req':>16}")
+    for name, p50, p99, rps, turns, turn_p99, relay_us, observer_us in rows:
         print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{turn_p99:>10.2f}{p50 - base[1]:>9.3f}"
-              f"{p99 - base[2]:>9.3f}{rps / base[3]:>8.2f}")
+              f"{p99 - base[2]:>9.3f}{rps / base[3]:>8.2f}{relay_us:>13.0f}{observer_us:>16.0f}")
     off, on = rows[1], rows[2]
     print(f"observer on vs off: added p50 {on[1] - off[1]:+.3f} ms, p99 {on[2] - off[2]:+.3f} ms, "
           f"throughput {on[3] / off[3]:.3f}x, turn p99 {on[5] - off[5]:+.2f} ms", flush=True)
@@ -127,22 +150,39 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per configuration and shape")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s in all, paced shape")
+    parser.add_argument("--rounds", type=int, default=4, help="turns each path takes per shape (interleaved)")
     args = parser.parse_args()
     upstream_args = ["--no-telemetry", "--token", "bench", "--time-scale", "0.01", "--workspace",
                      tempfile.mkdtemp(prefix="clawdbot-otel-bench-upstream-")]
     watched = tempfile.mkdtemp(prefix="clawdbot-otel-bench-clawd-")  # what the proxy's watchers read
     results: dict[str, list[tuple[Any, ...]]] = {"paced": [], "saturated": []}
-    with gateway_process(upstream_args) as (upstream, _):
+    names = ("direct", "proxy, observer off", "proxy, observer on")
+    with contextlib.ExitStack() as stack:
+        upstream, _ = stack.enter_context(gateway_process(upstream_args))
         proxy = ["--upstream", upstream, "--upstream-token", "bench", "--workspace", watched]
-        configs = [("direct", None), ("proxy, observer off", [*proxy, "--no-telemetry"]),
-                   ("proxy, observer on", proxy)]
-        for name, proxy_args in configs:
-            with contextlib.ExitStack() as stack:
-                url = upstream if proxy_args is None else stack.enter_context(gateway_process(proxy_args))[0]
-                for shape, rate in (("paced", args.rate), ("saturated", None)):
-                    latencies, turns = asyncio.run(_load(url, args.duration, args.clients, rate))
-                    results[shape].append((name, statistics.median(latencies) * 1e3, _pct(latencies, 99) * 1e3,
-                                           len(latencies) / args.duration, len(turns), _pct(turns, 99) * 1e3))
+        off = stack.enter_context(gateway_process([*proxy, "--no-telemetry"]))
+        on = stack.enter_context(gateway_process(proxy))
+        time.sleep(2)  # the observer process's start (imports, exporters)
+        paths = [(upstream, _Cpu(None)), (off[0], _Cpu(off[1])), (on[0], _Cpu(on[1]))]
+        slice_s = args.duration / args.rounds
+        for shape, rate in (("paced", args.rate), ("saturated", None)):
+            got: list[dict[str, Any]] = [{"lat": [], "turns": [], "relay": 0.0, "observer": 0.0} for _ in paths]
+            for round_ in range(args.rounds):
+                for i in (range(3) if round_ % 2 == 0 else reversed(range(3))):  # alternate the order too
+                    url, cpu = paths[i]
+                    before = cpu.read()
+                    latencies, turns = asyncio.run(_load(url, slice_s, args.clients, rate))
+                    after = cpu.read()
+                    got[i]["lat"] += latencies
+                    got[i]["turns"] += turns
+                    got[i]["relay"] += after[0] - before[0]
+                    got[i]["observer"] += after[1] - before[1]
+            for name, g in zip(names, got, strict=True):
+                latencies, turns = g["lat"], g["turns"]
+                per_req = 1e6 / max(1, len(latencies) + len(turns))
+                results[shape].append((name, statistics.median(latencies) * 1e3, _pct(latencies, 99) * 1e3,
+                                       len(latencies) / args.duration, len(turns), _pct(turns, 99) * 1e3,
+                                       g["relay"] * per_req, g["observer"] * per_req))
     _table(f"paced ({args.rate:.0f} requests/s)", results["paced"])
     _table("saturated (back to back)", results["saturated"])
     return 0

@@ -15,7 +15,7 @@ gateway stops, or dies). When the child dies, the relay goes on; it restarts the
 delay), tells it the connections still open, and the messages that could not be handed over meanwhile
 are counted (`observer_process_restart`).
 
-    python -m clawdbot_otel.gateway._observer_process   # what ProcessFeed starts; reads stdin
+    python -m clawdbot_otel.gateway._observer_main   # what ProcessFeed starts; reads stdin
 """
 
 from __future__ import annotations
@@ -42,7 +42,11 @@ _IDS = struct.Struct("<QQQ")
 CONFIG, OPEN, CLOSE, ERROR, LOST = 1, 2, 3, 4, 5
 MESSAGE, S2C, BINARY, IDS = 16, 1, 2, 4  # MESSAGE | flags
 RESTART_LOST = "observer_process_restart"
-_MODULE = "clawdbot_otel.gateway._observer_process"
+#: The observer process yields the CPU to the relay (and to the gateway it relays to, when on this host):
+#: under load it falls behind and catches up when there is CPU to spare; past the buffer's bound its
+#: observations are dropped and counted, never the relay's frames delayed.
+NICENESS = 10
+_MODULE = "clawdbot_otel.gateway._observer_main"  # not imported by the package: runpy wants it fresh
 
 
 class ProcessFeed:
@@ -333,8 +337,6 @@ def main() -> int:
     # process group must not kill the observer before it has exported what it holds.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     return asyncio.run(_run())
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
