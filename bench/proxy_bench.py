@@ -18,7 +18,8 @@ the CPU per request (health or turn) of the relay's process and of its observer 
 telemetry runs there: `clawdbot-otel gateway --upstream`). Exporters follow this process's OTEL_*
 variables (set OTEL_EXPORTER_OTLP_ENDPOINT to the stack's collector for a production-like run).
 Gateways run in child processes so the load generator does not share their event loop. About
-`2 * 3 * duration` seconds in all (2 min at the default 20 s).
+`2 * 3 * duration` seconds in all (2 min at the default 20 s); `--compare-loops` adds both proxies on
+the standard asyncio loop (the gateway runs on uvloop when it is installed).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gateway_process(args: Sequence[str], *, telemetry_dir: str | None = None) -> Iterator[tuple[str, int]]:
+def gateway_process(args: Sequence[str], *, telemetry_dir: str | None = None,
+                    env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """(url, pid) of a gateway started with `args` (after `gateway`), production telemetry settings."""
     port = free_port()
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
     env.setdefault("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=production")
     env["CLAWDBOT_OTEL_OUTPUT_DIR"] = telemetry_dir or tempfile.mkdtemp(prefix="clawdbot-otel-bench-")
     proc = subprocess.Popen([sys.executable, "-c", _RUN_GATEWAY, "gateway", "--port", str(port), *args],
@@ -135,14 +137,19 @@ class _Cpu:
 
 def _table(title: str, rows: list[tuple[Any, ...]]) -> None:
     base = rows[0]
-    print(f"\n{title}\n{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'turn p99':>10}"
+    print(f"\n{title}\n{'path':<27}{'p50 ms':>9}{'p99 ms':>9}{'health/s':>10}{'turns':>7}{'turn p99':>10}"
           f"{'p50 +ms':>9}{'p99 +ms':>9}{'thrpt':>8}{'relay us/req':>13}{'observer us/req':>16}")
     for name, p50, p99, rps, turns, turn_p99, relay_us, observer_us in rows:
-        print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{turn_p99:>10.2f}{p50 - base[1]:>9.3f}"
+        print(f"{name:<27}{p50:>9.3f}{p99:>9.3f}{rps:>10.0f}{turns:>7}{turn_p99:>10.2f}{p50 - base[1]:>9.3f}"
               f"{p99 - base[2]:>9.3f}{rps / base[3]:>8.2f}{relay_us:>13.0f}{observer_us:>16.0f}")
-    off, on = rows[1], rows[2]
-    print(f"observer on vs off: added p50 {on[1] - off[1]:+.3f} ms, p99 {on[2] - off[2]:+.3f} ms, "
-          f"throughput {on[3] / off[3]:.3f}x, turn p99 {on[5] - off[5]:+.2f} ms", flush=True)
+    for off, on in zip(rows[1::2], rows[2::2], strict=True):
+        loop = on[0].partition("(")[2].rstrip(")")
+        print(f"observer on vs off{f' ({loop})' if loop else ''}: added p50 {on[1] - off[1]:+.3f} ms, "
+              f"p99 {on[2] - off[2]:+.3f} ms, throughput {on[3] / off[3]:.3f}x, turn p99 {on[5] - off[5]:+.2f} ms")
+    if len(rows) == 5:
+        print(f"relay (observer off), default loop vs asyncio loop: p50 {rows[1][1] - rows[3][1]:+.3f} ms, "
+              f"p99 {rows[1][2] - rows[3][2]:+.3f} ms, throughput {rows[1][3] / rows[3][3]:.3f}x")
+    print(end="", flush=True)
 
 
 def main() -> int:
@@ -151,24 +158,33 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s in all, paced shape")
     parser.add_argument("--rounds", type=int, default=4, help="turns each path takes per shape (interleaved)")
+    parser.add_argument("--compare-loops", action="store_true",
+                        help="also both proxies on the standard asyncio loop (CLAWDBOT_OTEL_EVENT_LOOP=asyncio), "
+                        "to measure what uvloop (the default when installed) gives")
     args = parser.parse_args()
     upstream_args = ["--no-telemetry", "--token", "bench", "--time-scale", "0.01", "--workspace",
                      tempfile.mkdtemp(prefix="clawdbot-otel-bench-upstream-")]
     watched = tempfile.mkdtemp(prefix="clawdbot-otel-bench-clawd-")  # what the proxy's watchers read
     results: dict[str, list[tuple[Any, ...]]] = {"paced": [], "saturated": []}
-    names = ("direct", "proxy, observer off", "proxy, observer on")
+    names = ["direct", "proxy, observer off", "proxy, observer on"]
     with contextlib.ExitStack() as stack:
         upstream, _ = stack.enter_context(gateway_process(upstream_args))
         proxy = ["--upstream", upstream, "--upstream-token", "bench", "--workspace", watched]
-        off = stack.enter_context(gateway_process([*proxy, "--no-telemetry"]))
-        on = stack.enter_context(gateway_process(proxy))
+        paths = [(upstream, _Cpu(None))]
+        loops: list[dict[str, str] | None] = [None]
+        if args.compare_loops:
+            loops.append({"CLAWDBOT_OTEL_EVENT_LOOP": "asyncio"})
+            names += ["proxy, off (asyncio loop)", "proxy, on (asyncio loop)"]
+        for env_extra in loops:
+            for proxy_args in ([*proxy, "--no-telemetry"], proxy):
+                url, pid = stack.enter_context(gateway_process(proxy_args, env_extra=env_extra))
+                paths.append((url, _Cpu(pid)))
         time.sleep(2)  # the observer process's start (imports, exporters)
-        paths = [(upstream, _Cpu(None)), (off[0], _Cpu(off[1])), (on[0], _Cpu(on[1]))]
         slice_s = args.duration / args.rounds
         for shape, rate in (("paced", args.rate), ("saturated", None)):
             got: list[dict[str, Any]] = [{"lat": [], "turns": [], "relay": 0.0, "observer": 0.0} for _ in paths]
             for round_ in range(args.rounds):
-                for i in (range(3) if round_ % 2 == 0 else reversed(range(3))):  # alternate the order too
+                for i in (range(len(paths)) if round_ % 2 == 0 else reversed(range(len(paths)))):  # alternate too
                     url, cpu = paths[i]
                     before = cpu.read()
                     latencies, turns = asyncio.run(_load(url, slice_s, args.clients, rate))

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +23,7 @@ from clawdbot_otel import Redactor
 __all__ = ["register"]
 
 DEFAULT_PORT = 18789
+EVENT_LOOP_ENV = "CLAWDBOT_OTEL_EVENT_LOOP"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -139,9 +140,25 @@ def _gateway(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return asyncio.run(main())
+        return run_event_loop(main())
     finally:
         clawdbot_otel.shutdown()
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """`asyncio.run(main)` on uvloop when it is installed and CLAWDBOT_OTEL_EVENT_LOOP is not `asyncio`
+    (`uvloop` insists on it; unset: uvloop when there). The relay's path is mostly event-loop work."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "").strip().lower()
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit(f"clawdbot-otel gateway: {EVENT_LOOP_ENV}=uvloop but uvloop is not installed: "
+                                 "pip install uvloop, or unset it") from None
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def _openclaw_state_folder(args: argparse.Namespace) -> tuple[Path | None, str | None]:
