@@ -185,3 +185,15 @@ def test_the_relay_chooses_the_request_span_ids_and_the_span_takes_them() -> Non
     assert plain.span_id == "0000000000000001"  # capture_telemetry's incremental ids, untouched
     (first, *_rest) = cap.finished_spans()
     assert first.parent is not None and first.parent.span_id == 0x00F067AA0BA902B7
+
+
+async def test_an_observer_process_that_falls_behind_costs_telemetry_never_traffic(tmp_path: Path, out: Path) -> None:
+    async with _proxy(tmp_path) as (proxy, _cap_up):
+        assert proxy.process_feed is not None
+        proxy.process_feed.max_buffer_bytes = 1  # whatever waits to be written is "too much"
+        async with GatewayClient(proxy.url, token="T") as client:
+            answers = [await client.call("health") for _ in range(20)]
+    assert len(answers) == 20 and all(isinstance(a, dict) for a in answers)
+    lost = _counter(out, "clawdbot_otel.source_errors")[(("reason", "observer_queue_full"), ("source", "frames"))]
+    succeeded = sum(v for k, v in _counter(out, "gateway.requests").items() if ("status", "success") in k)
+    assert lost >= 1 and succeeded < 21  # some requests or their responses went unobserved, and were counted
