@@ -153,7 +153,10 @@ class LocalFeed:
         queue = self._queue
         while True:
             item = await queue.get()
-            await self._one(*item)
+            try:
+                await self._one(*item)
+            finally:
+                queue.task_done()
             # get() does not suspend while items wait: yield after each, so that a burst of events
             # (an agent turn sends ~25) never holds the relay up for longer than one observation.
             await asyncio.sleep(0)
@@ -164,8 +167,16 @@ class LocalFeed:
         else:
             await self.consumer.message(conn_id, direction, message, received, ids)
 
+    async def finish(self, runner: asyncio.Task[None] | None, timeout_s: float = 5.0) -> None:
+        """The gateway stops: `runner` (the task in `run`) observes what is queued, in order, including
+        the large frame it may be parsing now; what it has not done within `timeout_s` is observed here."""
+        if runner is not None and not runner.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout_s)
+        self.drain()
+
     def drain(self) -> None:
-        """Observe what is still queued, now (the gateway stops)."""
+        """Observe what is still queued, now."""
         queue = self._queue
         while not queue.empty():
             conn_id, direction, message, received, ids = queue.get_nowait()

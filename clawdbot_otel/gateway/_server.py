@@ -229,6 +229,7 @@ class GatewayServer:
         self.started_at = time.time()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._feed_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
@@ -258,7 +259,8 @@ class GatewayServer:
         if self.observer is not None:
             self._tasks.append(asyncio.create_task(self._sweep_loop()))
         if self._local_feed is not None:
-            self._tasks.append(asyncio.create_task(self._local_feed.run()))
+            self._feed_task = asyncio.create_task(self._local_feed.run())
+            self._tasks.append(self._feed_task)
         if self.monitor is not None:
             self._tasks.append(asyncio.create_task(self.monitor.run()))
         if self.collectors_enabled:
@@ -286,7 +288,7 @@ class GatewayServer:
             await self.process_feed.stop()  # the observer process exports what it holds, then exits
             return
         if self._local_feed is not None:
-            self._local_feed.drain()
+            await self._local_feed.finish(self._feed_task)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
