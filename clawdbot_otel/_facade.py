@@ -25,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
+from ._sdk_internals import counter_deferral, fast_export_enabled
 from ._spans import SpanHandle, SpanScope, TracingMixin
 from .conventions import (
     LOG_CATEGORIES,
@@ -43,6 +44,8 @@ from .conventions import (
 __all__ = ["Telemetry", "TelemetryError"]
 
 _internal_log = logging.getLogger("clawdbot_otel")
+# the context of sums handed over at collection: no span, so never an exemplar
+_NO_CONTEXT = otel_context.Context()
 
 Labels = Mapping[str, Any]
 
@@ -69,10 +72,11 @@ def _describe_labels(spec: MetricSpec) -> str:
 class _Metric:
     """A catalogue metric bound to its instrument, with the label check on the fast path."""
 
-    __slots__ = ("_allowed", "_callbacks", "_combinations", "_free", "_lock", "_owner", "_values", "add", "record",
-                 "spec")
+    __slots__ = ("_allowed", "_callbacks", "_combinations", "_free", "_in_span", "_labels_of", "_lock", "_owner",
+                 "_sdk_add", "_sum_lock", "_sums", "_values", "add", "deferred", "record", "spec")
+    _sdk_add: Callable[..., None]
 
-    def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter) -> None:
+    def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter, deferral: str | None = None) -> None:
         self.spec = spec
         self._owner = owner
         self._lock = threading.Lock()
@@ -89,11 +93,18 @@ class _Metric:
         self._callbacks: list[Callable[[], Iterable[tuple[float, Labels | None]]]] = []
         self.add: Callable[..., None] | None = None
         self.record: Callable[..., None] | None = None
+        # counter increments summed here until the next collection (see `_add_deferred`)
+        self._sums: dict[tuple[tuple[str, Any], ...], float] = {}
+        self._labels_of: dict[tuple[tuple[str, Any], ...], Labels | None] = {}
+        self._sum_lock = threading.Lock()
+        self._in_span = deferral == "trace_based"
+        self.deferred = deferral is not None and spec.kind in (Kind.COUNTER, Kind.UPDOWN_COUNTER)
         name, unit, desc = spec.otel_name, spec.unit, spec.description
-        if spec.kind is Kind.COUNTER:
-            self.add = meter.create_counter(name, unit, desc).add
-        elif spec.kind is Kind.UPDOWN_COUNTER:
-            self.add = meter.create_up_down_counter(name, unit, desc).add
+        if spec.kind is Kind.COUNTER or spec.kind is Kind.UPDOWN_COUNTER:
+            create = meter.create_counter if spec.kind is Kind.COUNTER else meter.create_up_down_counter
+            self._sdk_add = self.add = create(name, unit, desc).add
+            if self.deferred:
+                self.add = self._add_deferred
         elif spec.kind is Kind.HISTOGRAM:
             self.record = meter.create_histogram(
                 name, unit, desc, explicit_bucket_boundaries_advisory=list(spec.buckets) or None
@@ -169,6 +180,45 @@ class _Metric:
                         values.add(text)  # type: ignore[union-attr]
             fixed[key] = text
         return fixed
+
+    # --- counters, summed until collection (the fast path) ------------------------------------
+    def _add_deferred(self, value: float, labels: Labels | None) -> None:
+        """Sum the increment per label set; `flush` hands the SDK the sums when a reader collects.
+
+        The SDK exports the same points: a label set's first increment still reaches it at once (as an
+        `add(0)`: its start time), sums within an interval are added in the same order, and increments
+        made in a sampled span (exemplar candidates) go to it directly, after what was waiting.
+        """
+        key = tuple(labels.items()) if labels else ()
+        if self._in_span and trace.get_current_span().get_span_context().trace_flags.sampled:
+            with self._sum_lock:
+                waiting = self._sums.pop(key, None)
+                if key not in self._labels_of:
+                    self._labels_of[key] = dict(labels) if labels else None
+            if waiting is not None:
+                self._sdk_add(waiting, labels, _NO_CONTEXT)
+            self._sdk_add(value, labels)
+            return
+        with self._sum_lock:
+            sums = self._sums
+            total = sums.get(key)
+            if total is not None:
+                sums[key] = total + value
+                return
+            if key not in self._labels_of:
+                self._labels_of[key] = dict(labels) if labels else None
+                self._sdk_add(0, labels, _NO_CONTEXT)
+            sums[key] = value
+
+    def flush(self) -> None:
+        """Hand the sums to the SDK (called before each collection, and before a rebind)."""
+        if not self._sums:
+            return
+        with self._sum_lock:
+            sums, self._sums = self._sums, {}
+        labels_of = self._labels_of
+        for key, total in sums.items():
+            self._sdk_add(total, labels_of[key], _NO_CONTEXT)
 
     # --- gauges -----------------------------------------------------------------------------
     def set(self, value: float, labels: Labels | None) -> None:
@@ -257,9 +307,13 @@ class Telemetry(TracingMixin):
             self._log_sinks = tuple(log_sinks)
         meter = self.meter_provider.get_meter("clawdbot_otel")
         previous: dict[str, _Metric] = getattr(self, "_metrics", {})
+        for old in previous.values():  # what was summed belongs to the provider it was counted for
+            old.flush()
+        deferral = counter_deferral(self.meter_provider) if fast_export_enabled() else None
         self._metrics: dict[str, _Metric] = {
-            spec.name: _Metric(self, spec, meter) for spec in (*METRICS, *SELF_METRICS)
+            spec.name: _Metric(self, spec, meter, deferral) for spec in (*METRICS, *SELF_METRICS)
         }
+        self._summed = tuple(m for m in self._metrics.values() if m.deferred)
         for name, old in previous.items():  # collection points registered them once; keep reading them
             for callback in old._callbacks:
                 self._metrics[name].add_callback(callback)
@@ -272,9 +326,19 @@ class Telemetry(TracingMixin):
 
     def _gauge_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            return self._metrics[name]._observe(options)
+            # The SDK runs every observable instrument's callback before it collects the synchronous ones:
+            # the counters' sums reach it in time for this collection, with what the callbacks counted.
+            self._flush_sums()
+            try:
+                return self._metrics[name]._observe(options)
+            finally:
+                self._flush_sums()
 
         return observe
+
+    def _flush_sums(self) -> None:
+        for metric in self._summed:
+            metric.flush()
 
     # --- self-telemetry ---------------------------------------------------------------------
     def _count(self, reason: str, metric: str) -> None:

@@ -1,12 +1,15 @@
 """Every use of the OpenTelemetry SDK's private parts, in one place, behind one switch.
 
-CLAWDBOT_OTEL_FAST_EXPORT=1 (the default) turns on the fast export path: spans and the facade's log
-records are encoded to OTLP protobuf bytes by our own encoders (`_span_export`, `_log_export`), log
-records travel as small tuples through `_log_queue.QueuedLogRecordProcessor`, and the SDK's OTLP
-exporters below send those bytes. CLAWDBOT_OTEL_FAST_EXPORT=0 uses the SDK's own exporters and
-processors throughout (`OTLPSpanExporter`, `OTLPLogExporter`, `BatchSpanProcessor`,
+CLAWDBOT_OTEL_FAST_EXPORT=1 (the default) turns on the fast export path: the facade sums counter
+increments per label set and hands the SDK one `add` per label set at each collection
+(`counter_deferral`); spans and the facade's log records are encoded to OTLP protobuf bytes by our own
+encoders (`_span_export`, `_log_export`), log records travel as small tuples through
+`_log_queue.QueuedLogRecordProcessor`, and the SDK's OTLP exporters below send those bytes.
+CLAWDBOT_OTEL_FAST_EXPORT=0 uses the SDK's own instruments, exporters and processors throughout
+(`counter.add` per increment, `OTLPSpanExporter`, `OTLPLogExporter`, `BatchSpanProcessor`,
 `BatchLogRecordProcessor`, `Logger.emit`): the bytes on the wire are the same (the differential tests
-in tests/core/test_fast_export.py check it), only slower. bench/export_bench.py measures the difference.
+in tests/core/test_fast_export.py and tests/core/test_fast_counting.py check it), only slower.
+bench/export_bench.py and bench/turn_cost_bench.py measure the difference.
 
 The private names used here (SDK 1.45, see docs/upgrading-the-sdk.md) are each probed before use: when
 one is missing, that object takes the SDK's public path instead of failing.
@@ -17,6 +20,8 @@ one is missing, that object takes the SDK's public path instead of failing.
 - OTLP/gRPC exporters: `_export(data)` with `_translate_data` and `_count_data` overridden, and
   `_initialize_channel_and_stub` extended to put a stub that sends bytes on the SDK's `_channel` (`_client`)
 - `MetricExporter._preferred_temporality` / `_preferred_aggregation`: to wrap an exporter faithfully
+- `MeterProvider._sdk_config.exemplar_filter`: whether the facade may sum counter increments itself
+  (`counter_deferral`; the fast path for metrics)
 
 Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
 are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
@@ -34,6 +39,7 @@ from typing import Any
 
 from opentelemetry.sdk._logs import Logger, LoggerProvider, LogRecordLimits
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -43,6 +49,7 @@ from ._span_export import encode_spans_fast
 __all__ = [
     "FAST_EXPORT_ENV",
     "QueueRoute",
+    "counter_deferral",
     "exporter_preferences",
     "fast_export_enabled",
     "log_record_limits",
@@ -305,3 +312,22 @@ def exporter_preferences(exporter: MetricExporter) -> dict[str, Any]:
     """The temporality and aggregation preferences a wrapper must repeat (None: the SDK's defaults)."""
     return {"preferred_temporality": getattr(exporter, "_preferred_temporality", None),
             "preferred_aggregation": getattr(exporter, "_preferred_aggregation", None)}
+
+
+def counter_deferral(provider: Any) -> str | None:
+    """Whether counter increments may be summed before they reach `provider`, and when not.
+
+    The SDK's sum of one label set is the same whether it gets `add(a)`, `add(b)` or `add(a + b)` within a
+    collection interval; only exemplars see single measurements. "always_off": the provider keeps no
+    exemplars, every increment may wait. "trace_based" (the SDK's default): only increments made in a
+    sampled span become exemplars, so those go to the SDK at once. None: not an SDK provider, or a filter
+    that samples other measurements too; every increment goes to the SDK at once.
+    """
+    if not isinstance(provider, MeterProvider):
+        return None
+    exemplar_filter = getattr(getattr(provider, "_sdk_config", None), "exemplar_filter", None)
+    if type(exemplar_filter) is AlwaysOffExemplarFilter:
+        return "always_off"
+    if type(exemplar_filter) is TraceBasedExemplarFilter:
+        return "trace_based"
+    return None
