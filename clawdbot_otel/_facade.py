@@ -72,7 +72,7 @@ def _describe_labels(spec: MetricSpec) -> str:
 class _Metric:
     """A catalogue metric bound to its instrument, with the label check on the fast path."""
 
-    __slots__ = ("_allowed", "_callbacks", "_combinations", "_free", "_in_span", "_labels_of", "_lock", "_owner",
+    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_in_span", "_labels_of", "_lock", "_owner",
                  "_sdk_add", "_sum_lock", "_sums", "_values", "add", "deferred", "record", "spec")
     _sdk_add: Callable[..., None]
 
@@ -96,6 +96,7 @@ class _Metric:
         # counter increments summed here until the next collection (see `_add_deferred`)
         self._sums: dict[tuple[tuple[str, Any], ...], float] = {}
         self._labels_of: dict[tuple[tuple[str, Any], ...], Labels | None] = {}
+        self._direct: set[tuple[tuple[str, Any], ...]] = set()
         self._sum_lock = threading.Lock()
         self._in_span = deferral == "trace_based"
         self.deferred = deferral is not None and spec.kind in (Kind.COUNTER, Kind.UPDOWN_COUNTER)
@@ -193,6 +194,9 @@ class _Metric:
         if self._in_span and trace.get_current_span().get_span_context().trace_flags.sampled:
             with self._sum_lock:
                 waiting = self._sums.pop(key, None)
+                # until the next collection this label set's increments go to the SDK one by one: a sum
+                # made here would be added to its running total in another order (float rounding)
+                self._direct.add(key)
                 if key not in self._labels_of:
                     self._labels_of[key] = dict(labels) if labels else None
             if waiting is not None:
@@ -205,6 +209,9 @@ class _Metric:
             if total is not None:
                 sums[key] = total + value
                 return
+            if key in self._direct:
+                self._sdk_add(value, labels)
+                return
             if key not in self._labels_of:
                 self._labels_of[key] = dict(labels) if labels else None
                 self._sdk_add(0, labels, _NO_CONTEXT)
@@ -212,10 +219,11 @@ class _Metric:
 
     def flush(self) -> None:
         """Hand the sums to the SDK (called before each collection, and before a rebind)."""
-        if not self._sums:
+        if not self._sums and not self._direct:
             return
         with self._sum_lock:
             sums, self._sums = self._sums, {}
+            self._direct.clear()
         labels_of = self._labels_of
         for key, total in sums.items():
             self._sdk_add(total, labels_of[key], _NO_CONTEXT)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import Counter, MeterProvider, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -102,7 +103,8 @@ def _comparable(metric: Metric, workload: _Workload) -> Any:
     assert isinstance(data, Sum)
     points = sorted((
         tuple(sorted((p.attributes or {}).items())), p.value, workload.step_of(p.start_time_unix_nano),
-        [(e.value, e.trace_id, e.span_id, dict(e.filtered_attributes or {})) for e in p.exemplars],
+        # which candidate a reservoir keeps is random (the SDK's own choice): compare where they come from
+        [(e.trace_id, e.span_id, dict(e.filtered_attributes or {})) for e in p.exemplars],
     ) for p in data.data_points)
     return metric.name, metric.unit, metric.description, data.aggregation_temporality, data.is_monotonic, points
 
@@ -135,8 +137,13 @@ def test_counters_summed_in_the_facade_export_what_the_sdk_exports(monkeypatch: 
     work.step(lambda t: t.increment("session_tool_calls_total", {"tool_name": "bad\x00", "bogus": "x"}))
     work.step(lambda t: t.increment("gateway_requests_total"))  # no labels
     _compare(sides, work)  # first collection: every series starts in the step that first counted it
-    with tracer.start_as_current_span("sampled"):  # exemplars: only increments in a sampled span
+    sampled = tracer.start_span("sampled")
+    with trace.use_span(sampled):  # exemplars: only increments in a sampled span
         work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.7))
+    for cost in (0.3, 0.6):  # after an exemplar candidate, in its interval: the same bits ((0.7 + 0.3) + 0.6)
+        work.step(functools.partial(_add_cost, cost=cost))
+    with trace.use_span(sampled, end_on_exit=True):
+        work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.3))
         work.step(lambda t: t.increment("gateway_requests_total", {"method": "agent", "status": "success"}))
         work.step(lambda t: t.increment("session_tokens_used", {"model": "opus", "token_type": "input"}, 10))
     work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.05))
