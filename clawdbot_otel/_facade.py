@@ -72,8 +72,8 @@ def _describe_labels(spec: MetricSpec) -> str:
 class _Metric:
     """A catalogue metric bound to its instrument, with the label check on the fast path."""
 
-    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_in_span", "_labels_of", "_lock", "_owner",
-                 "_sdk_add", "_sum_lock", "_sums", "_values", "add", "deferred", "record", "spec")
+    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_in_span", "_labels_of", "_lock",
+                 "_owner", "_sdk_add", "_sum_lock", "_sums", "_values", "add", "deferred", "record", "spec")
     _sdk_add: Callable[..., None]
 
     def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter, deferral: str | None = None) -> None:
