@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
-from ._sdk_internals import counter_deferral, fast_export_enabled
+from ._sdk_internals import HistogramSink, counter_deferral, fast_export_enabled
 from ._spans import SpanHandle, SpanScope, TracingMixin
 from .conventions import (
     LOG_CATEGORIES,
@@ -72,9 +72,12 @@ def _describe_labels(spec: MetricSpec) -> str:
 class _Metric:
     """A catalogue metric bound to its instrument, with the label check on the fast path."""
 
-    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_in_span", "_labels_of", "_lock",
-                 "_owner", "_sdk_add", "_sum_lock", "_sums", "_values", "add", "deferred", "record", "spec")
+    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_histogram", "_in_span",
+                 "_labels_of", "_lock", "_owner", "_provider", "_sdk_add", "_sdk_record", "_sinks", "_sum_lock",
+                 "_sums", "_values", "_waiting", "add", "deferred", "record", "spec")
     _sdk_add: Callable[..., None]
+    _sdk_record: Callable[..., None]
+    _histogram: metrics.Histogram
 
     def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter, deferral: str | None = None) -> None:
         self.spec = spec
@@ -99,7 +102,11 @@ class _Metric:
         self._direct: set[tuple[tuple[str, Any], ...]] = set()
         self._sum_lock = threading.Lock()
         self._in_span = deferral == "trace_based"
-        self.deferred = deferral is not None and spec.kind in (Kind.COUNTER, Kind.UPDOWN_COUNTER)
+        self.deferred = deferral is not None and spec.kind in (Kind.COUNTER, Kind.UPDOWN_COUNTER, Kind.HISTOGRAM)
+        # histogram values kept until the next collection, and the SDK's aggregations they go to
+        self._waiting: dict[tuple[tuple[str, Any], ...], list[float]] = {}
+        self._sinks: dict[tuple[tuple[str, Any], ...], HistogramSink | None] = {}
+        self._provider = owner.meter_provider
         name, unit, desc = spec.otel_name, spec.unit, spec.description
         if spec.kind is Kind.COUNTER or spec.kind is Kind.UPDOWN_COUNTER:
             create = meter.create_counter if spec.kind is Kind.COUNTER else meter.create_up_down_counter
@@ -107,9 +114,12 @@ class _Metric:
             if self.deferred:
                 self.add = self._add_deferred
         elif spec.kind is Kind.HISTOGRAM:
-            self.record = meter.create_histogram(
+            self._histogram = meter.create_histogram(
                 name, unit, desc, explicit_bucket_boundaries_advisory=list(spec.buckets) or None
-            ).record
+            )
+            self._sdk_record = self.record = self._histogram.record
+            if self.deferred:
+                self.record = self._record_deferred
         else:
             # The callback finds the gauge by name at each collection, not this object: the SDK keeps the
             # first callback registered under a name (e.g. through the global proxy before setup()), so
@@ -217,8 +227,49 @@ class _Metric:
                 self._sdk_add(0, labels, _NO_CONTEXT)
             sums[key] = value
 
+    def _record_deferred(self, value: float, labels: Labels | None) -> None:
+        """Keep the value; `flush` adds what waits to the SDK's aggregations of its label set (`HistogramSink`:
+        the same buckets, sum, min and max). A label set's first value still goes through the SDK's
+        `record` (its start time, and its aggregations to find), and so do values recorded in a sampled
+        span (exemplar candidates), after what was waiting."""
+        key = tuple(labels.items()) if labels else ()
+        if self._in_span and trace.get_current_span().get_span_context().trace_flags.sampled:
+            with self._sum_lock:
+                waiting = self._waiting.pop(key, None)
+            if waiting is not None:
+                self._hand_over(key, waiting)
+            self._sdk_record(value, labels)
+            return
+        with self._sum_lock:
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.append(value)
+                return
+            if self._sinks.get(key) is not None:
+                self._waiting[key] = [value]
+                return
+        self._sdk_record(value, labels)
+        if key not in self._sinks:
+            self._labels_of[key] = dict(labels) if labels else None
+            self._sinks[key] = HistogramSink.of(self._provider, self._histogram, labels)
+
+    def _hand_over(self, key: tuple[tuple[str, Any], ...], values: list[float]) -> None:
+        sink = self._sinks.get(key)
+        if sink is not None and not sink.current(self._provider):  # a reader was added or removed
+            sink = self._sinks[key] = HistogramSink.of(self._provider, self._histogram, self._labels_of[key])
+        if sink is not None:
+            sink.add(values)
+            return
+        for value in values:
+            self._sdk_record(value, self._labels_of[key], _NO_CONTEXT)
+
     def flush(self) -> None:
-        """Hand the sums to the SDK (called before each collection, and before a rebind)."""
+        """Hand what was counted and recorded to the SDK (before each collection, and before a rebind)."""
+        if self._waiting:
+            with self._sum_lock:
+                waiting, self._waiting = self._waiting, {}
+            for key, values in waiting.items():
+                self._hand_over(key, values)
         if not self._sums and not self._direct:
             return
         with self._sum_lock:

@@ -22,6 +22,11 @@ one is missing, that object takes the SDK's public path instead of failing.
 - `MetricExporter._preferred_temporality` / `_preferred_aggregation`: to wrap an exporter faithfully
 - `MeterProvider._sdk_config.exemplar_filter`: whether the facade may sum counter increments itself
   (`counter_deferral`; the fast path for metrics)
+- `MeterProvider._measurement_consumer._reader_storages`, `MetricReaderStorage._instrument_view_instrument_matches`,
+  `_ViewInstrumentMatch._view._attribute_keys` / `_attributes_aggregation`, `_hash_attributes`, and the
+  histogram aggregation's `_lock`, `_value`, `_sum`, `_min`, `_max`, `_record_min_max`, `_boundaries`,
+  `_get_empty_bucket_counts`: `HistogramSink`, which adds values recorded in the facade to a label set's
+  aggregations exactly as the SDK's `aggregate` would
 
 Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
 are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
@@ -34,6 +39,7 @@ import functools
 import importlib
 import logging
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +54,7 @@ from ._span_export import encode_spans_fast
 
 __all__ = [
     "FAST_EXPORT_ENV",
+    "HistogramSink",
     "QueueRoute",
     "counter_deferral",
     "exporter_preferences",
@@ -331,3 +338,64 @@ def counter_deferral(provider: Any) -> str | None:
     if type(exemplar_filter) is TraceBasedExemplarFilter:
         return "trace_based"
     return None
+
+
+class HistogramSink:
+    """The SDK's histogram aggregations of one label set (one per reader and view), and `add`, which puts
+    values recorded in the facade into them as the SDK's `_ExplicitBucketHistogramAggregation.aggregate`
+    would, one value after the other (same buckets, the sum in the same order, min and max)."""
+
+    __slots__ = ("_aggregations", "_storages")
+
+    _FIELDS = ("_lock", "_value", "_sum", "_min", "_max", "_record_min_max", "_boundaries", "_get_empty_bucket_counts")
+
+    def __init__(self, aggregations: list[Any], storages: object) -> None:
+        self._aggregations = aggregations
+        self._storages = storages
+
+    @classmethod
+    def of(cls, provider: Any, instrument: Any, attributes: Mapping[str, Any] | None) -> HistogramSink | None:
+        """The aggregations the SDK made for `attributes` when `instrument` first recorded them; None when
+        they are not all plain explicit-bucket histograms (a view that filters keys or changes the
+        aggregation, or internals that are not the ones this was written for): the SDK keeps the label set."""
+        try:
+            from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+            from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation
+        except ImportError:
+            return None
+        storages = getattr(getattr(provider, "_measurement_consumer", None), "_reader_storages", None)
+        if not isinstance(storages, Mapping) or not storages:
+            return None
+        key = _hash_attributes(dict(attributes or {}))
+        aggregations = []
+        for storage in storages.values():
+            matches = getattr(storage, "_instrument_view_instrument_matches", {}).get(instrument)
+            if not matches:
+                return None
+            for match in matches:
+                if getattr(getattr(match, "_view", None), "_attribute_keys", True) is not None:
+                    return None
+                aggregation = getattr(match, "_attributes_aggregation", {}).get(key)
+                if type(aggregation) is not _ExplicitBucketHistogramAggregation or not all(
+                        hasattr(aggregation, field) for field in cls._FIELDS):
+                    return None
+                aggregations.append(aggregation)
+        return cls(aggregations, storages)
+
+    def current(self, provider: Any) -> bool:
+        """False once the provider's readers changed (a reader added or removed): find the aggregations again."""
+        return getattr(getattr(provider, "_measurement_consumer", None), "_reader_storages", None) is self._storages
+
+    def add(self, values: Sequence[float]) -> None:
+        for aggregation in self._aggregations:
+            with aggregation._lock:
+                if aggregation._value is None:
+                    aggregation._value = aggregation._get_empty_bucket_counts()
+                counts, boundaries, total = aggregation._value, aggregation._boundaries, aggregation._sum
+                for value in values:
+                    total += value
+                    counts[bisect_left(boundaries, value)] += 1
+                aggregation._sum = total
+                if aggregation._record_min_max:
+                    aggregation._min = min(aggregation._min, *values)
+                    aggregation._max = max(aggregation._max, *values)

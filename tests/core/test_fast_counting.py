@@ -1,7 +1,8 @@
-"""CLAWDBOT_OTEL_FAST_EXPORT and counters: summed in the facade or added one by one, the SDK exports the same.
+"""CLAWDBOT_OTEL_FAST_EXPORT and counters, histograms: summed in the facade or one by one, the SDK exports the same.
 
-Two facades run the same calls side by side, one with the switch on (increments summed per label set and
-handed to the SDK at collection) and one with it off (the SDK's `counter.add` per increment), each over
+Two facades run the same calls side by side, one with the switch on (increments summed and histogram
+values kept per label set, handed to the SDK at collection) and one with it off (the SDK's `counter.add`
+and `histogram.record` per call), each over
 its own meter provider with a cumulative and a delta reader. Every exported field must be equal: names,
 units, descriptions, temporality, monotonicity, attributes, values (float sums to the bit), exemplars;
 start times must fall in the same step of the workload (the one that first counted the label set, or
@@ -18,9 +19,10 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import Counter, MeterProvider, UpDownCounter
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    HistogramDataPoint,
     InMemoryMetricReader,
     Metric,
     MetricExporter,
@@ -30,13 +32,15 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
     Sum,
 )
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.trace import TracerProvider
 
 from clawdbot_otel import StreamSink, Telemetry, TelemetryError
 from clawdbot_otel._sdk_internals import FAST_EXPORT_ENV
 
 _DELTA: dict[type, AggregationTemporality] = {Counter: AggregationTemporality.DELTA,
-                                               UpDownCounter: AggregationTemporality.DELTA}
+                                               UpDownCounter: AggregationTemporality.DELTA,
+                                               Histogram: AggregationTemporality.DELTA}
 
 
 class _Side:
@@ -57,7 +61,7 @@ class _Side:
         if data is None:  # nothing to report (a delta reader after a quiet interval)
             return {}
         return {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-                if isinstance(m.data, Sum)}
+                if isinstance(m.data, Sum | HistogramData)}
 
 
 class _KeepExports(MetricExporter):
@@ -98,15 +102,22 @@ def _values(metric: Metric) -> dict[tuple[Any, ...], float]:
             for p in metric.data.data_points if isinstance(p, NumberDataPoint)}
 
 
+def _value(point: Any) -> Any:
+    if isinstance(point, HistogramDataPoint):
+        return (point.count, point.sum, tuple(point.bucket_counts), tuple(point.explicit_bounds), point.min, point.max)
+    return point.value
+
+
 def _comparable(metric: Metric, workload: _Workload) -> Any:
     data = metric.data
-    assert isinstance(data, Sum)
+    assert isinstance(data, Sum | HistogramData)
+    monotonic = data.is_monotonic if isinstance(data, Sum) else None
     points = sorted((
-        tuple(sorted((p.attributes or {}).items())), p.value, workload.step_of(p.start_time_unix_nano),
+        tuple(sorted((p.attributes or {}).items())), _value(p), workload.step_of(p.start_time_unix_nano),
         # which candidate a reservoir keeps is random (the SDK's own choice): compare where they come from
         [(e.trace_id, e.span_id, dict(e.filtered_attributes or {})) for e in p.exemplars],
     ) for p in data.data_points)
-    return metric.name, metric.unit, metric.description, data.aggregation_temporality, data.is_monotonic, points
+    return metric.name, metric.unit, metric.description, data.aggregation_temporality, monotonic, points
 
 
 def _compare(sides: tuple[_Side, _Side], workload: _Workload) -> None:
@@ -123,7 +134,11 @@ def _add_cost(t: Telemetry, cost: float) -> None:
     t.increment("session_cost_usd_total", {"model": "sonnet"}, cost)
 
 
-def test_counters_summed_in_the_facade_export_what_the_sdk_exports(monkeypatch: pytest.MonkeyPatch) -> None:
+def _record_latency(t: Telemetry, latency: float) -> None:
+    t.histogram("gateway_request_latency_seconds", latency, {"method": "agent"})
+
+
+def test_counters_and_histograms_kept_in_the_facade_export_what_the_sdk_exports(monkeypatch: pytest.MonkeyPatch) -> None:
     sides = (_Side(monkeypatch, fast=True), _Side(monkeypatch, fast=False))
     assert [s.summed for s in sides] == [True, False]
     work = _Workload(sides)
@@ -136,14 +151,20 @@ def test_counters_summed_in_the_facade_export_what_the_sdk_exports(monkeypatch: 
     work.step(lambda t: t.increment("session_tool_calls_total", {"tool_name": "ls", "status": "success"}))
     work.step(lambda t: t.increment("session_tool_calls_total", {"tool_name": "bad\x00", "bogus": "x"}))
     work.step(lambda t: t.increment("gateway_requests_total"))  # no labels
+    for latency in (0.7, 0.3, 0.6, 0.0, 12.5, 1e-9, 400.0):  # buckets, min, max, the sum's bits
+        work.step(functools.partial(_record_latency, latency=latency))
+    work.step(lambda t: t.histogram("session_duration_seconds", 3.5, {"type": "main", "model": "opus"}))
     _compare(sides, work)  # first collection: every series starts in the step that first counted it
     sampled = tracer.start_span("sampled")
     with trace.use_span(sampled):  # exemplars: only increments in a sampled span
         work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.7))
-    for cost in (0.3, 0.6):  # after an exemplar candidate, in its interval: the same bits ((0.7 + 0.3) + 0.6)
-        work.step(functools.partial(_add_cost, cost=cost))
+        work.step(functools.partial(_record_latency, latency=0.7))
+    for value in (0.3, 0.6):  # after an exemplar candidate, in its interval: the same bits ((0.7 + 0.3) + 0.6)
+        work.step(functools.partial(_add_cost, cost=value))
+        work.step(functools.partial(_record_latency, latency=value))
     with trace.use_span(sampled, end_on_exit=True):
         work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.3))
+        work.step(functools.partial(_record_latency, latency=2.0))
         work.step(lambda t: t.increment("gateway_requests_total", {"method": "agent", "status": "success"}))
         work.step(lambda t: t.increment("session_tokens_used", {"model": "opus", "token_type": "input"}, 10))
     work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.05))
