@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
-from ._sdk_internals import HistogramSink, counter_deferral, fast_export_enabled
+from ._sdk_internals import HistogramSink, KeptValues, counter_deferral, fast_export_enabled
 from ._spans import SpanHandle, SpanScope, TracingMixin
 from .conventions import (
     LOG_CATEGORIES,
@@ -72,9 +72,9 @@ def _describe_labels(spec: MetricSpec) -> str:
 class _Metric:
     """A catalogue metric bound to its instrument, with the label check on the fast path."""
 
-    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_histogram", "_in_span",
+    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_histogram", "_in_span", "_kept",
                  "_labels_of", "_lock", "_owner", "_provider", "_sdk_add", "_sdk_record", "_sinks", "_sum_lock",
-                 "_sums", "_values", "_waiting", "add", "deferred", "record", "spec")
+                 "_sums", "_values", "add", "deferred", "record", "spec")
     _sdk_add: Callable[..., None]
     _sdk_record: Callable[..., None]
     _histogram: metrics.Histogram
@@ -104,7 +104,7 @@ class _Metric:
         self._in_span = deferral == "trace_based"
         self.deferred = deferral is not None and spec.kind in (Kind.COUNTER, Kind.UPDOWN_COUNTER, Kind.HISTOGRAM)
         # histogram values kept until the next collection, and the SDK's aggregations they go to
-        self._waiting: dict[tuple[tuple[str, Any], ...], list[float]] = {}
+        self._kept: dict[tuple[tuple[str, Any], ...], KeptValues] = {}
         self._sinks: dict[tuple[tuple[str, Any], ...], HistogramSink | None] = {}
         self._provider = owner.meter_provider
         name, unit, desc = spec.otel_name, spec.unit, spec.description
@@ -228,56 +228,54 @@ class _Metric:
             sums[key] = value
 
     def _record_deferred(self, value: float, labels: Labels | None) -> None:
-        """Keep the value; `flush` adds what waits to the SDK's aggregations of its label set (`HistogramSink`:
-        the same buckets, sum, min and max). A label set's first value still goes through the SDK's
-        `record` (its start time, and its aggregations to find), and so do values recorded in a sampled
-        span (exemplar candidates), after what was waiting."""
+        """Keep the value in its label set's buckets; `flush` adds them to the SDK's aggregations of that
+        label set (`HistogramSink`). A label set's first value still goes through the SDK's `record` (its
+        start time, and the aggregations to find), and so do values recorded in a sampled span (exemplar
+        candidates), after what was kept; such a label set then stays on `record` until the next
+        collection, so that the SDK's sum is added in its own order."""
         key = tuple(labels.items()) if labels else ()
         if self._in_span and trace.get_current_span().get_span_context().trace_flags.sampled:
             with self._sum_lock:
-                waiting = self._waiting.pop(key, None)
-            if waiting is not None:
-                self._hand_over(key, waiting)
+                kept = self._kept.pop(key, None)
+                self._direct.add(key)
+            if kept is not None:
+                self._hand_over(key, kept)
             self._sdk_record(value, labels)
-            return
-        with self._sum_lock:
-            waiting = self._waiting.get(key)
-            if waiting is not None:
-                waiting.append(value)
-                return
-            if self._sinks.get(key) is not None:
-                self._waiting[key] = [value]
-                return
-        self._sdk_record(value, labels)
+        else:
+            with self._sum_lock:
+                kept = self._kept.get(key)
+                if kept is not None:
+                    kept.add(value)
+                    return
+                sink = self._sinks.get(key)
+                if sink is not None and key not in self._direct:
+                    self._kept[key] = KeptValues(sink.boundaries, value)
+                    return
+                self._direct.add(key)
+            self._sdk_record(value, labels)
         if key not in self._sinks:
-            self._labels_of[key] = dict(labels) if labels else None
             self._sinks[key] = HistogramSink.of(self._provider, self._histogram, labels)
 
-    def _hand_over(self, key: tuple[tuple[str, Any], ...], values: list[float]) -> None:
-        sink = self._sinks.get(key)
-        if sink is not None and not sink.current(self._provider):  # a reader was added or removed
-            sink = self._sinks[key] = HistogramSink.of(self._provider, self._histogram, self._labels_of[key])
-        if sink is not None:
-            sink.add(values)
-            return
-        for value in values:
-            self._sdk_record(value, self._labels_of[key], _NO_CONTEXT)
+    def _hand_over(self, key: tuple[tuple[str, Any], ...], kept: KeptValues) -> None:
+        sink = self._sinks[key]
+        assert sink is not None  # values are only kept for a label set with a sink
+        sink.add(kept)
+        if not sink.current(self._provider):  # a reader was added or removed: the SDK keeps the label set
+            self._sinks[key] = None
 
     def flush(self) -> None:
-        """Hand what was counted and recorded to the SDK (before each collection, and before a rebind)."""
-        if self._waiting:
-            with self._sum_lock:
-                waiting, self._waiting = self._waiting, {}
-            for key, values in waiting.items():
-                self._hand_over(key, values)
-        if not self._sums and not self._direct:
+        """Hand what was counted and kept to the SDK (before each collection, and before a rebind)."""
+        if not self._sums and not self._kept and not self._direct:
             return
         with self._sum_lock:
             sums, self._sums = self._sums, {}
+            kept, self._kept = self._kept, {}
             self._direct.clear()
         labels_of = self._labels_of
         for key, total in sums.items():
             self._sdk_add(total, labels_of[key], _NO_CONTEXT)
+        for key, values in kept.items():
+            self._hand_over(key, values)
 
     # --- gauges -----------------------------------------------------------------------------
     def set(self, value: float, labels: Labels | None) -> None:

@@ -25,8 +25,8 @@ one is missing, that object takes the SDK's public path instead of failing.
 - `MeterProvider._measurement_consumer._reader_storages`, `MetricReaderStorage._instrument_view_instrument_matches`,
   `_ViewInstrumentMatch._view._attribute_keys` / `_attributes_aggregation`, `_hash_attributes`, and the
   histogram aggregation's `_lock`, `_value`, `_sum`, `_min`, `_max`, `_record_min_max`, `_boundaries`,
-  `_get_empty_bucket_counts`: `HistogramSink`, which adds values recorded in the facade to a label set's
-  aggregations exactly as the SDK's `aggregate` would
+  `_get_empty_bucket_counts`: `HistogramSink`, which adds the values the facade kept (`KeptValues`) to
+  a label set's aggregations as the SDK's `aggregate` would have
 
 Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
 are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
@@ -55,6 +55,7 @@ from ._span_export import encode_spans_fast
 __all__ = [
     "FAST_EXPORT_ENV",
     "HistogramSink",
+    "KeptValues",
     "QueueRoute",
     "counter_deferral",
     "exporter_preferences",
@@ -340,24 +341,47 @@ def counter_deferral(provider: Any) -> str | None:
     return None
 
 
+class KeptValues:
+    """Histogram values of one label set within one collection interval, kept as the SDK's explicit-bucket
+    aggregation keeps them: a count per bucket, the sum (added in order), min and max."""
+
+    __slots__ = ("boundaries", "counts", "high", "low", "total")
+
+    def __init__(self, boundaries: tuple[float, ...], value: float) -> None:
+        self.boundaries = boundaries
+        self.counts = [0] * (len(boundaries) + 1)
+        self.counts[bisect_left(boundaries, value)] = 1
+        self.total = value
+        self.low = self.high = value
+
+    def add(self, value: float) -> None:
+        self.counts[bisect_left(self.boundaries, value)] += 1
+        self.total += value
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+
+
 class HistogramSink:
     """The SDK's histogram aggregations of one label set (one per reader and view), and `add`, which puts
-    values recorded in the facade into them as the SDK's `_ExplicitBucketHistogramAggregation.aggregate`
-    would, one value after the other (same buckets, the sum in the same order, min and max)."""
+    values kept in the facade into them as the SDK's `_ExplicitBucketHistogramAggregation.aggregate` would
+    have, value by value: the same bucket counts, min and max, and the same sum as long as the
+    aggregation's sum was 0 (nothing recorded directly in the interval; the facade sees to that)."""
 
-    __slots__ = ("_aggregations", "_storages")
+    __slots__ = ("_aggregations", "_storages", "boundaries")
 
     _FIELDS = ("_lock", "_value", "_sum", "_min", "_max", "_record_min_max", "_boundaries", "_get_empty_bucket_counts")
 
-    def __init__(self, aggregations: list[Any], storages: object) -> None:
+    def __init__(self, aggregations: list[Any], storages: object, boundaries: tuple[float, ...]) -> None:
         self._aggregations = aggregations
         self._storages = storages
+        self.boundaries = boundaries
 
     @classmethod
     def of(cls, provider: Any, instrument: Any, attributes: Mapping[str, Any] | None) -> HistogramSink | None:
         """The aggregations the SDK made for `attributes` when `instrument` first recorded them; None when
-        they are not all plain explicit-bucket histograms (a view that filters keys or changes the
-        aggregation, or internals that are not the ones this was written for): the SDK keeps the label set."""
+        they are not all plain explicit-bucket histograms with the same buckets (a view that filters keys
+        or changes the aggregation, or internals that are not the ones this was written for): the SDK
+        then keeps the label set."""
         try:
             from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
             from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation
@@ -380,22 +404,23 @@ class HistogramSink:
                         hasattr(aggregation, field) for field in cls._FIELDS):
                     return None
                 aggregations.append(aggregation)
-        return cls(aggregations, storages)
+        boundaries = {tuple(a._boundaries) for a in aggregations}
+        return cls(aggregations, storages, boundaries.pop()) if len(boundaries) == 1 else None
 
     def current(self, provider: Any) -> bool:
-        """False once the provider's readers changed (a reader added or removed): find the aggregations again."""
+        """False once the provider's readers changed (a reader added or removed)."""
         return getattr(getattr(provider, "_measurement_consumer", None), "_reader_storages", None) is self._storages
 
-    def add(self, values: Sequence[float]) -> None:
+    def add(self, kept: KeptValues) -> None:
         for aggregation in self._aggregations:
             with aggregation._lock:
                 if aggregation._value is None:
                     aggregation._value = aggregation._get_empty_bucket_counts()
-                counts, boundaries, total = aggregation._value, aggregation._boundaries, aggregation._sum
-                for value in values:
-                    total += value
-                    counts[bisect_left(boundaries, value)] += 1
-                aggregation._sum = total
+                counts = aggregation._value
+                for bucket, count in enumerate(kept.counts):
+                    if count:
+                        counts[bucket] += count
+                aggregation._sum += kept.total
                 if aggregation._record_min_max:
-                    aggregation._min = min(aggregation._min, *values)
-                    aggregation._max = max(aggregation._max, *values)
+                    aggregation._min = min(aggregation._min, kept.low)
+                    aggregation._max = max(aggregation._max, kept.high)

@@ -138,7 +138,8 @@ def _record_latency(t: Telemetry, latency: float) -> None:
     t.histogram("gateway_request_latency_seconds", latency, {"method": "agent"})
 
 
-def test_counters_and_histograms_kept_in_the_facade_export_what_the_sdk_exports(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_counters_and_histograms_kept_in_the_facade_export_what_the_sdk_exports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     sides = (_Side(monkeypatch, fast=True), _Side(monkeypatch, fast=False))
     assert [s.summed for s in sides] == [True, False]
     work = _Workload(sides)
@@ -151,10 +152,13 @@ def test_counters_and_histograms_kept_in_the_facade_export_what_the_sdk_exports(
     work.step(lambda t: t.increment("session_tool_calls_total", {"tool_name": "ls", "status": "success"}))
     work.step(lambda t: t.increment("session_tool_calls_total", {"tool_name": "bad\x00", "bogus": "x"}))
     work.step(lambda t: t.increment("gateway_requests_total"))  # no labels
-    for latency in (0.7, 0.3, 0.6, 0.0, 12.5, 1e-9, 400.0):  # buckets, min, max, the sum's bits
+    for latency in (0.7, 0.3, 0.6):  # the first value opens the series: the SDK's order, (0.7 + 0.3) + 0.6
         work.step(functools.partial(_record_latency, latency=latency))
     work.step(lambda t: t.histogram("session_duration_seconds", 3.5, {"type": "main", "model": "opus"}))
     _compare(sides, work)  # first collection: every series starts in the step that first counted it
+    for latency in (0.3, 0.6, 0.0, 12.5, 1e-9, 400.0, 0.7):  # kept in the facade: buckets, min, max, sum
+        work.step(functools.partial(_record_latency, latency=latency))
+    work.step(lambda t: t.histogram("session_duration_seconds", 0.25, {"type": "main", "model": "opus"}))
     sampled = tracer.start_span("sampled")
     with trace.use_span(sampled):  # exemplars: only increments in a sampled span
         work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.7))
@@ -170,7 +174,11 @@ def test_counters_and_histograms_kept_in_the_facade_export_what_the_sdk_exports(
     work.step(lambda t: t.increment("session_cost_usd_total", {"model": "sonnet"}, 0.05))
     work.step(lambda t: t.increment("session_active", {"type": "cron"}, 2))
     _compare(sides, work)  # second: cumulative totals go on, deltas hold the interval only
-    _compare(sides, work)  # third: nothing new (the delta reader reports no points)
+    for latency in (0.6, 0.3, 7.0):
+        work.step(functools.partial(_record_latency, latency=latency))
+    work.step(lambda t: t.histogram("session_duration_seconds", 0.25, {"type": "main", "model": "opus"}))
+    _compare(sides, work)  # third: only what was kept
+    _compare(sides, work)  # fourth: nothing new (the delta reader reports no points)
 
 
 def test_counts_are_handed_over_before_a_rebind_and_at_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
