@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
-from ._sdk_internals import HistogramSink, KeptValues, counter_deferral, fast_export_enabled
+from ._sdk_internals import HistogramSink, KeptValues, fast_export_enabled, metric_deferral
 from ._spans import SpanHandle, SpanScope, TracingMixin
 from .conventions import (
     LOG_CATEGORIES,
@@ -192,7 +192,7 @@ class _Metric:
             fixed[key] = text
         return fixed
 
-    # --- counters, summed until collection (the fast path) ------------------------------------
+    # --- counters and histograms kept until collection (the fast path) ------------------------
     def _add_deferred(self, value: float, labels: Labels | None) -> None:
         """Sum the increment per label set; `flush` hands the SDK the sums when a reader collects.
 
@@ -364,13 +364,13 @@ class Telemetry(TracingMixin):
             self._log_sinks = tuple(log_sinks)
         meter = self.meter_provider.get_meter("clawdbot_otel")
         previous: dict[str, _Metric] = getattr(self, "_metrics", {})
-        for old in previous.values():  # what was summed belongs to the provider it was counted for
+        for old in previous.values():  # what was kept belongs to the provider it was counted for
             old.flush()
-        deferral = counter_deferral(self.meter_provider) if fast_export_enabled() else None
+        deferral = metric_deferral(self.meter_provider) if fast_export_enabled() else None
         self._metrics: dict[str, _Metric] = {
             spec.name: _Metric(self, spec, meter, deferral) for spec in (*METRICS, *SELF_METRICS)
         }
-        self._summed = tuple(m for m in self._metrics.values() if m.deferred)
+        self._keeping = tuple(m for m in self._metrics.values() if m.deferred)
         for name, old in previous.items():  # collection points registered them once; keep reading them
             for callback in old._callbacks:
                 self._metrics[name].add_callback(callback)
@@ -384,17 +384,18 @@ class Telemetry(TracingMixin):
     def _gauge_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             # The SDK runs every observable instrument's callback before it collects the synchronous ones:
-            # the counters' sums reach it in time for this collection, with what the callbacks counted.
-            self._flush_sums()
+            # what the facade kept (counter sums, histogram buckets) reaches it in time for this
+            # collection, with what the callbacks counted.
+            self._hand_over_kept()
             try:
                 return self._metrics[name]._observe(options)
             finally:
-                self._flush_sums()
+                self._hand_over_kept()
 
         return observe
 
-    def _flush_sums(self) -> None:
-        for metric in self._summed:
+    def _hand_over_kept(self) -> None:
+        for metric in self._keeping:
             metric.flush()
 
     # --- self-telemetry ---------------------------------------------------------------------

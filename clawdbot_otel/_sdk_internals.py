@@ -1,15 +1,15 @@
 """Every use of the OpenTelemetry SDK's private parts, in one place, behind one switch.
 
-CLAWDBOT_OTEL_FAST_EXPORT=1 (the default) turns on the fast export path: the facade sums counter
-increments per label set and hands the SDK one `add` per label set at each collection
-(`counter_deferral`); spans and the facade's log records are encoded to OTLP protobuf bytes by our own
-encoders (`_span_export`, `_log_export`), log records travel as small tuples through
+CLAWDBOT_OTEL_FAST_EXPORT=1 (the default) turns on the fast export path: the facade keeps counter
+sums and histogram buckets per label set and hands them to the SDK when a reader collects
+(`metric_deferral`, `HistogramSink`); spans and the facade's log records are encoded to OTLP protobuf
+bytes by our own encoders (`_span_export`, `_log_export`), log records travel as small tuples through
 `_log_queue.QueuedLogRecordProcessor`, and the SDK's OTLP exporters below send those bytes.
 CLAWDBOT_OTEL_FAST_EXPORT=0 uses the SDK's own instruments, exporters and processors throughout
-(`counter.add` per increment, `OTLPSpanExporter`, `OTLPLogExporter`, `BatchSpanProcessor`,
-`BatchLogRecordProcessor`, `Logger.emit`): the bytes on the wire are the same (the differential tests
-in tests/core/test_fast_export.py and tests/core/test_fast_counting.py check it), only slower.
-bench/export_bench.py and bench/turn_cost_bench.py measure the difference.
+(`counter.add` and `histogram.record` per call, `OTLPSpanExporter`, `OTLPLogExporter`,
+`BatchSpanProcessor`, `BatchLogRecordProcessor`, `Logger.emit`): the exported records are the same
+(the differential tests in tests/core/test_fast_export.py and tests/core/test_fast_counting.py check
+it), only slower. bench/export_bench.py and bench/turn_cost_bench.py measure the difference.
 
 The private names used here (SDK 1.45, see docs/upgrading-the-sdk.md) are each probed before use: when
 one is missing, that object takes the SDK's public path instead of failing.
@@ -20,8 +20,8 @@ one is missing, that object takes the SDK's public path instead of failing.
 - OTLP/gRPC exporters: `_export(data)` with `_translate_data` and `_count_data` overridden, and
   `_initialize_channel_and_stub` extended to put a stub that sends bytes on the SDK's `_channel` (`_client`)
 - `MetricExporter._preferred_temporality` / `_preferred_aggregation`: to wrap an exporter faithfully
-- `MeterProvider._sdk_config.exemplar_filter`: whether the facade may sum counter increments itself
-  (`counter_deferral`; the fast path for metrics)
+- `MeterProvider._sdk_config.exemplar_filter`: whether the facade may keep metric updates until a
+  collection (`metric_deferral`; the fast path for metrics)
 - `MeterProvider._measurement_consumer._reader_storages`, `MetricReaderStorage._instrument_view_instrument_matches`,
   `_ViewInstrumentMatch._view._attribute_keys` / `_attributes_aggregation`, `_hash_attributes`, and the
   histogram aggregation's `_lock`, `_value`, `_sum`, `_min`, `_max`, `_record_min_max`, `_boundaries`,
@@ -57,10 +57,10 @@ __all__ = [
     "HistogramSink",
     "KeptValues",
     "QueueRoute",
-    "counter_deferral",
     "exporter_preferences",
     "fast_export_enabled",
     "log_record_limits",
+    "metric_deferral",
     "otlp_log_exporter",
     "otlp_span_exporter",
     "processors_of",
@@ -322,14 +322,15 @@ def exporter_preferences(exporter: MetricExporter) -> dict[str, Any]:
             "preferred_aggregation": getattr(exporter, "_preferred_aggregation", None)}
 
 
-def counter_deferral(provider: Any) -> str | None:
-    """Whether counter increments may be summed before they reach `provider`, and when not.
+def metric_deferral(provider: Any) -> str | None:
+    """Whether counter increments and histogram values may be kept in the facade until `provider`
+    collects, and which ones may not.
 
-    The SDK's sum of one label set is the same whether it gets `add(a)`, `add(b)` or `add(a + b)` within a
-    collection interval; only exemplars see single measurements. "always_off": the provider keeps no
-    exemplars, every increment may wait. "trace_based" (the SDK's default): only increments made in a
-    sampled span become exemplars, so those go to the SDK at once. None: not an SDK provider, or a filter
-    that samples other measurements too; every increment goes to the SDK at once.
+    The SDK's sum (or histogram) of one label set is the same whether it gets `add(a)`, `add(b)` or
+    `add(a + b)` within a collection interval; only exemplars see single measurements. "always_off":
+    the provider keeps no exemplars, every update may wait. "trace_based" (the SDK's default): only
+    updates made in a sampled span become exemplars, so those go to the SDK at once. None: not an SDK
+    provider, or a filter that samples other measurements too; every update goes to the SDK at once.
     """
     if not isinstance(provider, MeterProvider):
         return None
