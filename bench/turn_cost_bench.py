@@ -29,7 +29,9 @@ needs); then the whole turn on all threads, and the share of the worker threads 
 a minute with the defaults.
 
 For a count that does not depend on the machine's load, run one side alone under callgrind at two
-sizes and take the difference per turn (set-up cancels out; all threads and the export are counted):
+sizes and take the difference per turn (set-up cancels out; all threads and the export are counted;
+`--only` runs one turn and one metric collection first, so that the counted turns are the steady
+state, with every label set known):
 
     for side in raw facade facade-sdk; do for n in 100 600; do
       valgrind --tool=callgrind --callgrind-out-file=/dev/null \
@@ -362,10 +364,12 @@ def main() -> None:
     if args.only:
         only = {"raw": lambda: RawSide(queue), "facade": lambda: FacadeSide("facade", queue, True),
                 "facade-sdk": lambda: FacadeSide("facade, FAST_EXPORT=0", queue, False)}[args.only]()
+        only.turn()  # one collection interval first: the steady state (label sets known, the facade keeping)
+        only.export_metrics()
         for _ in range(turns):
             only.turn()
         only.export_metrics()
-        only.settle(EXPORTED["turn"][0] * turns, EXPORTED["turn"][1] * turns)
+        only.settle(EXPORTED["turn"][0] * (turns + 1), EXPORTED["turn"][1] * (turns + 1))
         only.shutdown()
         return
     sides: list[Side] = [RawSide(queue), FacadeSide("facade", queue, True),
