@@ -230,9 +230,9 @@ class _Metric:
     def _record_deferred(self, value: float, labels: Labels | None) -> None:
         """Keep the value in its label set's buckets; `flush` adds them to the SDK's aggregations of that
         label set (`HistogramSink`). A label set's first value still goes through the SDK's `record` (its
-        start time, and the aggregations to find), and so do values recorded in a sampled span (exemplar
-        candidates), after what was kept; such a label set then stays on `record` until the next
-        collection, so that the SDK's sum is added in its own order."""
+        start time, and the aggregations to find), which the facade then takes over to add on in the
+        SDK's order. Values recorded in a sampled span (exemplar candidates) go through `record` too,
+        after what was kept; such a label set then stays on `record` until the next collection."""
         key = tuple(labels.items()) if labels else ()
         if self._in_span and trace.get_current_span().get_span_context().trace_flags.sampled:
             with self._sum_lock:
@@ -241,20 +241,29 @@ class _Metric:
             if kept is not None:
                 self._hand_over(key, kept)
             self._sdk_record(value, labels)
-        else:
-            with self._sum_lock:
-                kept = self._kept.get(key)
+            if key not in self._sinks:
+                self._sinks[key] = HistogramSink.of(self._provider, self._histogram, labels)
+            return
+        with self._sum_lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                kept.add(value)
+                return
+            known = key in self._sinks
+            sink = self._sinks.get(key)
+            if sink is not None and key not in self._direct:
+                self._kept[key] = KeptValues(sink.boundaries, value)
+                return
+            if not known:  # the label set's first value: the SDK makes its aggregations (their start time)
+                self._sdk_record(value, labels)
+                sink = self._sinks[key] = HistogramSink.of(self._provider, self._histogram, labels)
+                kept = sink.take_over() if sink is not None else None
                 if kept is not None:
-                    kept.add(value)
-                    return
-                sink = self._sinks.get(key)
-                if sink is not None and key not in self._direct:
-                    self._kept[key] = KeptValues(sink.boundaries, value)
-                    return
-                self._direct.add(key)
-            self._sdk_record(value, labels)
-        if key not in self._sinks:
-            self._sinks[key] = HistogramSink.of(self._provider, self._histogram, labels)
+                    self._kept[key] = kept
+                else:
+                    self._direct.add(key)
+                return
+        self._sdk_record(value, labels)
 
     def _hand_over(self, key: tuple[tuple[str, Any], ...], kept: KeptValues) -> None:
         sink = self._sinks[key]

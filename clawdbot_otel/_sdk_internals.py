@@ -26,7 +26,8 @@ one is missing, that object takes the SDK's public path instead of failing.
   `_ViewInstrumentMatch._view._attribute_keys` / `_attributes_aggregation`, `_hash_attributes`, and the
   histogram aggregation's `_lock`, `_value`, `_sum`, `_min`, `_max`, `_record_min_max`, `_boundaries`,
   `_get_empty_bucket_counts`: `HistogramSink`, which adds the values the facade kept (`KeptValues`) to
-  a label set's aggregations as the SDK's `aggregate` would have
+  a label set's aggregations as the SDK's `aggregate` would have, and takes over a label set's first
+  value
 
 Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
 are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
@@ -38,6 +39,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -407,6 +409,32 @@ class HistogramSink:
                 aggregations.append(aggregation)
         boundaries = {tuple(a._boundaries) for a in aggregations}
         return cls(aggregations, storages, boundaries.pop()) if len(boundaries) == 1 else None
+
+    def take_over(self) -> KeptValues | None:
+        """What the aggregations hold for the current interval, moved into a `KeptValues` (they are left as
+        a collection leaves them), so that the values that follow are added on in the SDK's order; None
+        (and nothing moved) unless every aggregation holds the same."""
+        aggregations = self._aggregations
+        for aggregation in aggregations:
+            aggregation._lock.acquire()
+        try:
+            states = {(None if a._value is None else tuple(a._value), a._sum, a._min, a._max) for a in aggregations}
+            if len(states) != 1:
+                return None
+            counts, total, low, high = states.pop()
+            if counts is None:
+                return None
+            kept = KeptValues(self.boundaries, total)
+            kept.counts, kept.low, kept.high = list(counts), low, high
+            for aggregation in aggregations:
+                aggregation._value = None
+                aggregation._sum = 0
+                aggregation._min = math.inf
+                aggregation._max = -math.inf
+            return kept
+        finally:
+            for aggregation in aggregations:
+                aggregation._lock.release()
 
     def current(self, provider: Any) -> bool:
         """False once the provider's readers changed (a reader added or removed)."""
