@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gateway_bench.py                   # 300 s demo pacing + 60 s saturation, each side
     .venv/bin/python bench/gateway_bench.py --duration 30     # a quick look
+    .venv/bin/python bench/gateway_bench.py --duration 60 --saturation 30 --rounds 3   # sides alternating, ~4 min
 
 Each configuration starts `clawdbot-otel gateway` in a child process and drives it from here with the
 demo's mix of turns (plain, tools, failing and slow tools, spawns, inbox messages, model errors) plus
@@ -12,6 +13,8 @@ session and cron queries, in two load shapes:
   gateway sees: its throughput is set by the agents' latency, and telemetry shows as added latency.
   Reported: ops/s and their ratio, p50/p99 and the added p99, CPU per op, and RSS sampled through the
   run (start = after the first tenth, when imports and pools have warmed up; end = the last sample).
+  With `--rounds N` each side runs N times for a share of the time, the two sides alternating, and the
+  results are pooled (RSS: the last run's): on a shared machine the other load then falls on both.
 * saturation: `--time-scale 0.01` and 8 clients, so the gateway's CPU is the bottleneck. Its throughput
   ratio is the price of producing the design's telemetry (about 7 spans, 3 log lines and 40 metric
   updates per turn through the OTel SDK) when the gateway itself does almost nothing.
@@ -81,8 +84,29 @@ def _sample_rss(proc: psutil.Process, duration_s: float, out: list[tuple[float, 
         time.sleep(max(duration_s / 100, 0.2))
 
 
+def _run_sides(sides: tuple[tuple[str, list[str]], ...], rounds: int, *, time_scale: float, duration_s: float,
+               clients: int, seed: int) -> list[tuple[Any, ...]]:
+    """Each side for `duration_s` in all, in `rounds` alternating runs (off on, on off, ...) so that the
+    machine's other load falls on both sides alike; a fresh gateway per run, results pooled."""
+    runs: dict[str, list[tuple[Any, ...]]] = {name: [] for name, _ in sides}
+    for r in range(rounds):
+        for name, extra in sides if r % 2 == 0 else tuple(reversed(sides)):
+            runs[name].append(_run_side(name, extra, time_scale=time_scale, duration_s=duration_s / rounds,
+                                        clients=clients, seed=seed + r))
+    rows = []
+    for name, _ in sides:
+        parts = runs[name]
+        latencies = [x for part in parts for x in part[1]]
+        ops, cpu_s = len(latencies), sum(part[2] for part in parts)
+        p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 100 else max(latencies)
+        rows.append((name, ops / duration_s, statistics.median(latencies) * 1e3, p99 * 1e3, parts[-1][3],
+                     parts[-1][4], cpu_s / max(ops, 1) * 1e3, sum(part[5] for part in parts)))
+    return rows
+
+
 def _run_side(name: str, extra: list[str], *, time_scale: float, duration_s: float, clients: int,
               seed: int) -> tuple[Any, ...]:
+    """(name, latencies, CPU seconds, RSS start MB, RSS end MB, errors) of one gateway run."""
     workspace = tempfile.mkdtemp(prefix="clawdbot-otel-bench-ws-")
     with gateway_process(["--token", "bench", "--time-scale", str(time_scale), "--workspace", workspace,
                           *extra]) as (url, pid):
@@ -100,12 +124,11 @@ def _run_side(name: str, extra: list[str], *, time_scale: float, duration_s: flo
     print(f"  {name}: RSS MB over the run: " + " ".join(
         f"{t:.0f}s={rss / 2**20:.1f}" for t, rss in samples[:: max(len(samples) // 10, 1)]), flush=True)
     cpu_s = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
-    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 100 else max(latencies)
-    return (name, len(latencies) / duration_s, statistics.median(latencies) * 1e3, p99 * 1e3,
-            warm[0] / 2**20, samples[-1][1] / 2**20, cpu_s / max(len(latencies), 1) * 1e3, errors)
+    return name, latencies, cpu_s, warm[0] / 2**20, samples[-1][1] / 2**20, errors
 
 
 def _report(title: str, rows: list[tuple[Any, ...]], duration_s: float) -> None:
+    """`duration_s`: of the run the RSS columns come from."""
     print(f"\n{title}\n{'gateway':<15}{'ops/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'RSS start':>11}{'RSS end':>9}"
           f"{'CPU ms/op':>11}{'errors':>8}")
     for name, ops, p50, p99, rss0, rss1, cpu, errors in rows:
@@ -124,17 +147,18 @@ def main() -> int:
                         help="seconds per side at saturation (default: a fifth of --duration)")
     parser.add_argument("--clients", type=int, default=32, help="connections at demo pacing")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="split each side's time into this many runs, alternating which side goes first")
     args = parser.parse_args()
     sides = (("telemetry off", ["--no-telemetry"]), ("telemetry on", []))
     saturation_s = args.saturation if args.saturation is not None else args.duration / 5
     print(f"demo pacing: {args.clients} clients, {args.duration:.0f} s per side", flush=True)
-    demo = [_run_side(name, extra, time_scale=1.0, duration_s=args.duration, clients=args.clients, seed=args.seed)
-            for name, extra in sides]
+    demo = _run_sides(sides, args.rounds, time_scale=1.0, duration_s=args.duration, clients=args.clients,
+                      seed=args.seed)
     print(f"saturation: 8 clients, time scale 0.01, {saturation_s:.0f} s per side", flush=True)
-    saturated = [_run_side(name, extra, time_scale=0.01, duration_s=saturation_s, clients=8, seed=args.seed)
-                 for name, extra in sides]
-    _report("demo pacing (the runtime's own latencies)", demo, args.duration)
-    _report("saturation (CPU-bound: the cost of the telemetry itself)", saturated, saturation_s)
+    saturated = _run_sides(sides, args.rounds, time_scale=0.01, duration_s=saturation_s, clients=8, seed=args.seed)
+    _report("demo pacing (the runtime's own latencies)", demo, args.duration / args.rounds)
+    _report("saturation (CPU-bound: the cost of the telemetry itself)", saturated, saturation_s / args.rounds)
     return 0
 
 

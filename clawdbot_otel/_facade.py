@@ -25,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._logging import LogPipeline, LogSink, StreamSink, build_processors, level_value
 from ._redact import Redactor
+from ._sdk_internals import HistogramSink, KeptValues, fast_export_enabled, metric_deferral
 from ._spans import SpanHandle, SpanScope, TracingMixin
 from .conventions import (
     LOG_CATEGORIES,
@@ -43,6 +44,8 @@ from .conventions import (
 __all__ = ["Telemetry", "TelemetryError"]
 
 _internal_log = logging.getLogger("clawdbot_otel")
+# the context of sums handed over at collection: no span, so never an exemplar
+_NO_CONTEXT = otel_context.Context()
 
 Labels = Mapping[str, Any]
 
@@ -69,10 +72,14 @@ def _describe_labels(spec: MetricSpec) -> str:
 class _Metric:
     """A catalogue metric bound to its instrument, with the label check on the fast path."""
 
-    __slots__ = ("_allowed", "_callbacks", "_combinations", "_free", "_lock", "_owner", "_values", "add", "record",
-                 "spec")
+    __slots__ = ("_allowed", "_callbacks", "_combinations", "_direct", "_free", "_histogram", "_in_span", "_kept",
+                 "_labels_of", "_lock", "_owner", "_provider", "_sdk_add", "_sdk_record", "_sinks", "_sum_lock",
+                 "_sums", "_values", "add", "deferred", "record", "spec")
+    _sdk_add: Callable[..., None]
+    _sdk_record: Callable[..., None]
+    _histogram: metrics.Histogram
 
-    def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter) -> None:
+    def __init__(self, owner: Telemetry, spec: MetricSpec, meter: metrics.Meter, deferral: str | None = None) -> None:
         self.spec = spec
         self._owner = owner
         self._lock = threading.Lock()
@@ -89,15 +96,30 @@ class _Metric:
         self._callbacks: list[Callable[[], Iterable[tuple[float, Labels | None]]]] = []
         self.add: Callable[..., None] | None = None
         self.record: Callable[..., None] | None = None
+        # counter increments summed here until the next collection (see `_add_deferred`)
+        self._sums: dict[tuple[tuple[str, Any], ...], float] = {}
+        self._labels_of: dict[tuple[tuple[str, Any], ...], Labels | None] = {}
+        self._direct: set[tuple[tuple[str, Any], ...]] = set()
+        self._sum_lock = threading.Lock()
+        self._in_span = deferral == "trace_based"
+        self.deferred = deferral is not None and spec.kind in (Kind.COUNTER, Kind.UPDOWN_COUNTER, Kind.HISTOGRAM)
+        # histogram values kept until the next collection, and the SDK's aggregations they go to
+        self._kept: dict[tuple[tuple[str, Any], ...], KeptValues] = {}
+        self._sinks: dict[tuple[tuple[str, Any], ...], HistogramSink | None] = {}
+        self._provider = owner.meter_provider
         name, unit, desc = spec.otel_name, spec.unit, spec.description
-        if spec.kind is Kind.COUNTER:
-            self.add = meter.create_counter(name, unit, desc).add
-        elif spec.kind is Kind.UPDOWN_COUNTER:
-            self.add = meter.create_up_down_counter(name, unit, desc).add
+        if spec.kind is Kind.COUNTER or spec.kind is Kind.UPDOWN_COUNTER:
+            create = meter.create_counter if spec.kind is Kind.COUNTER else meter.create_up_down_counter
+            self._sdk_add = self.add = create(name, unit, desc).add
+            if self.deferred:
+                self.add = self._add_deferred
         elif spec.kind is Kind.HISTOGRAM:
-            self.record = meter.create_histogram(
+            self._histogram = meter.create_histogram(
                 name, unit, desc, explicit_bucket_boundaries_advisory=list(spec.buckets) or None
-            ).record
+            )
+            self._sdk_record = self.record = self._histogram.record
+            if self.deferred:
+                self.record = self._record_deferred
         else:
             # The callback finds the gauge by name at each collection, not this object: the SDK keeps the
             # first callback registered under a name (e.g. through the global proxy before setup()), so
@@ -169,6 +191,100 @@ class _Metric:
                         values.add(text)  # type: ignore[union-attr]
             fixed[key] = text
         return fixed
+
+    # --- counters and histograms kept until collection (the fast path) ------------------------
+    def _add_deferred(self, value: float, labels: Labels | None) -> None:
+        """Sum the increment per label set; `flush` hands the SDK the sums when a reader collects.
+
+        The SDK exports the same points: a label set's first increment still reaches it at once (as an
+        `add(0)`: its start time), sums within an interval are added in the same order, and increments
+        made in a sampled span (exemplar candidates) go to it directly, after what was waiting.
+        """
+        key = tuple(labels.items()) if labels else ()
+        if self._in_span and trace.get_current_span().get_span_context().trace_flags.sampled:
+            with self._sum_lock:
+                waiting = self._sums.pop(key, None)
+                # until the next collection this label set's increments go to the SDK one by one: a sum
+                # made here would be added to its running total in another order (float rounding)
+                self._direct.add(key)
+                if key not in self._labels_of:
+                    self._labels_of[key] = dict(labels) if labels else None
+            if waiting is not None:
+                self._sdk_add(waiting, labels, _NO_CONTEXT)
+            self._sdk_add(value, labels)
+            return
+        with self._sum_lock:
+            sums = self._sums
+            total = sums.get(key)
+            if total is not None:
+                sums[key] = total + value
+                return
+            if key in self._direct:
+                self._sdk_add(value, labels)
+                return
+            if key not in self._labels_of:
+                self._labels_of[key] = dict(labels) if labels else None
+                self._sdk_add(0, labels, _NO_CONTEXT)
+            sums[key] = value
+
+    def _record_deferred(self, value: float, labels: Labels | None) -> None:
+        """Keep the value in its label set's buckets; `flush` adds them to the SDK's aggregations of that
+        label set (`HistogramSink`). A label set's first value still goes through the SDK's `record` (its
+        start time, and the aggregations to find), which the facade then takes over to add on in the
+        SDK's order. Values recorded in a sampled span (exemplar candidates) go through `record` too,
+        after what was kept; such a label set then stays on `record` until the next collection."""
+        key = tuple(labels.items()) if labels else ()
+        if self._in_span and trace.get_current_span().get_span_context().trace_flags.sampled:
+            with self._sum_lock:
+                kept = self._kept.pop(key, None)
+                self._direct.add(key)
+            if kept is not None:
+                self._hand_over(key, kept)
+            self._sdk_record(value, labels)
+            if key not in self._sinks:
+                self._sinks[key] = HistogramSink.of(self._provider, self._histogram, labels)
+            return
+        with self._sum_lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                kept.add(value)
+                return
+            known = key in self._sinks
+            sink = self._sinks.get(key)
+            if sink is not None and key not in self._direct:
+                self._kept[key] = KeptValues(sink.boundaries, value)
+                return
+            if not known:  # the label set's first value: the SDK makes its aggregations (their start time)
+                self._sdk_record(value, labels)
+                sink = self._sinks[key] = HistogramSink.of(self._provider, self._histogram, labels)
+                kept = sink.take_over() if sink is not None else None
+                if kept is not None:
+                    self._kept[key] = kept
+                else:
+                    self._direct.add(key)
+                return
+        self._sdk_record(value, labels)
+
+    def _hand_over(self, key: tuple[tuple[str, Any], ...], kept: KeptValues) -> None:
+        sink = self._sinks[key]
+        assert sink is not None  # values are only kept for a label set with a sink
+        sink.add(kept)
+        if not sink.current(self._provider):  # a reader was added or removed: the SDK keeps the label set
+            self._sinks[key] = None
+
+    def flush(self) -> None:
+        """Hand what was counted and kept to the SDK (before each collection, and before a rebind)."""
+        if not self._sums and not self._kept and not self._direct:
+            return
+        with self._sum_lock:
+            sums, self._sums = self._sums, {}
+            kept, self._kept = self._kept, {}
+            self._direct.clear()
+        labels_of = self._labels_of
+        for key, total in sums.items():
+            self._sdk_add(total, labels_of[key], _NO_CONTEXT)
+        for key, values in kept.items():
+            self._hand_over(key, values)
 
     # --- gauges -----------------------------------------------------------------------------
     def set(self, value: float, labels: Labels | None) -> None:
@@ -257,9 +373,13 @@ class Telemetry(TracingMixin):
             self._log_sinks = tuple(log_sinks)
         meter = self.meter_provider.get_meter("clawdbot_otel")
         previous: dict[str, _Metric] = getattr(self, "_metrics", {})
+        for old in previous.values():  # what was kept belongs to the provider it was counted for
+            old.flush()
+        deferral = metric_deferral(self.meter_provider) if fast_export_enabled() else None
         self._metrics: dict[str, _Metric] = {
-            spec.name: _Metric(self, spec, meter) for spec in (*METRICS, *SELF_METRICS)
+            spec.name: _Metric(self, spec, meter, deferral) for spec in (*METRICS, *SELF_METRICS)
         }
+        self._keeping = tuple(m for m in self._metrics.values() if m.deferred)
         for name, old in previous.items():  # collection points registered them once; keep reading them
             for callback in old._callbacks:
                 self._metrics[name].add_callback(callback)
@@ -272,9 +392,20 @@ class Telemetry(TracingMixin):
 
     def _gauge_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            return self._metrics[name]._observe(options)
+            # The SDK runs every observable instrument's callback before it collects the synchronous ones:
+            # what the facade kept (counter sums, histogram buckets) reaches it in time for this
+            # collection, with what the callbacks counted.
+            self._hand_over_kept()
+            try:
+                return self._metrics[name]._observe(options)
+            finally:
+                self._hand_over_kept()
 
         return observe
+
+    def _hand_over_kept(self) -> None:
+        for metric in self._keeping:
+            metric.flush()
 
     # --- self-telemetry ---------------------------------------------------------------------
     def _count(self, reason: str, metric: str) -> None:

@@ -320,11 +320,14 @@ class Redactor:
         if text in clean:
             pass
         elif _TRIGGER.search(lowered := text.lower()) is not None:
+            original = text
             for rule in _RULES:
                 for marker in rule.markers:  # a plain loop: a generator per rule costs more than the test
                     if marker in lowered:
                         text = rule.sub(text)
                         break
+            if text == original:  # a marker but no secret ("keys: idempotencyKey,..."): clean next time too
+                self._remember_clean(original)
         else:
             self._remember_clean(text)
         for rule in self._custom:

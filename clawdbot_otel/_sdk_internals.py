@@ -1,12 +1,15 @@
 """Every use of the OpenTelemetry SDK's private parts, in one place, behind one switch.
 
-CLAWDBOT_OTEL_FAST_EXPORT=1 (the default) turns on the fast export path: spans and the facade's log
-records are encoded to OTLP protobuf bytes by our own encoders (`_span_export`, `_log_export`), log
-records travel as small tuples through `_log_queue.QueuedLogRecordProcessor`, and the SDK's OTLP
-exporters below send those bytes. CLAWDBOT_OTEL_FAST_EXPORT=0 uses the SDK's own exporters and
-processors throughout (`OTLPSpanExporter`, `OTLPLogExporter`, `BatchSpanProcessor`,
-`BatchLogRecordProcessor`, `Logger.emit`): the bytes on the wire are the same (the differential tests
-in tests/core/test_fast_export.py check it), only slower. bench/export_bench.py measures the difference.
+CLAWDBOT_OTEL_FAST_EXPORT=1 (the default) turns on the fast export path: the facade keeps counter
+sums and histogram buckets per label set and hands them to the SDK when a reader collects
+(`metric_deferral`, `HistogramSink`); spans and the facade's log records are encoded to OTLP protobuf
+bytes by our own encoders (`_span_export`, `_log_export`), log records travel as small tuples through
+`_log_queue.QueuedLogRecordProcessor`, and the SDK's OTLP exporters below send those bytes.
+CLAWDBOT_OTEL_FAST_EXPORT=0 uses the SDK's own instruments, exporters and processors throughout
+(`counter.add` and `histogram.record` per call, `OTLPSpanExporter`, `OTLPLogExporter`,
+`BatchSpanProcessor`, `BatchLogRecordProcessor`, `Logger.emit`): the exported records are the same
+(the differential tests in tests/core/test_fast_export.py and tests/core/test_fast_counting.py check
+it), only slower. bench/export_bench.py and bench/turn_cost_bench.py measure the difference.
 
 The private names used here (SDK 1.45, see docs/upgrading-the-sdk.md) are each probed before use: when
 one is missing, that object takes the SDK's public path instead of failing.
@@ -17,6 +20,14 @@ one is missing, that object takes the SDK's public path instead of failing.
 - OTLP/gRPC exporters: `_export(data)` with `_translate_data` and `_count_data` overridden, and
   `_initialize_channel_and_stub` extended to put a stub that sends bytes on the SDK's `_channel` (`_client`)
 - `MetricExporter._preferred_temporality` / `_preferred_aggregation`: to wrap an exporter faithfully
+- `MeterProvider._sdk_config.exemplar_filter`: whether the facade may keep metric updates until a
+  collection (`metric_deferral`; the fast path for metrics)
+- `MeterProvider._measurement_consumer._reader_storages`, `MetricReaderStorage._instrument_view_instrument_matches`,
+  `_ViewInstrumentMatch._view._attribute_keys` / `_attributes_aggregation`, `_hash_attributes`, and the
+  histogram aggregation's `_lock`, `_value`, `_sum`, `_min`, `_max`, `_record_min_max`, `_boundaries`,
+  `_get_empty_bucket_counts`: `HistogramSink`, which adds the values the facade kept (`KeptValues`) to
+  a label set's aggregations as the SDK's `aggregate` would have, and takes over a label set's first
+  value
 
 Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
 are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
@@ -28,12 +39,15 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import Logger, LoggerProvider, LogRecordLimits
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -42,10 +56,13 @@ from ._span_export import encode_spans_fast
 
 __all__ = [
     "FAST_EXPORT_ENV",
+    "HistogramSink",
+    "KeptValues",
     "QueueRoute",
     "exporter_preferences",
     "fast_export_enabled",
     "log_record_limits",
+    "metric_deferral",
     "otlp_log_exporter",
     "otlp_span_exporter",
     "processors_of",
@@ -305,3 +322,134 @@ def exporter_preferences(exporter: MetricExporter) -> dict[str, Any]:
     """The temporality and aggregation preferences a wrapper must repeat (None: the SDK's defaults)."""
     return {"preferred_temporality": getattr(exporter, "_preferred_temporality", None),
             "preferred_aggregation": getattr(exporter, "_preferred_aggregation", None)}
+
+
+def metric_deferral(provider: Any) -> str | None:
+    """Whether counter increments and histogram values may be kept in the facade until `provider`
+    collects, and which ones may not.
+
+    The SDK's sum (or histogram) of one label set is the same whether it gets `add(a)`, `add(b)` or
+    `add(a + b)` within a collection interval; only exemplars see single measurements. "always_off":
+    the provider keeps no exemplars, every update may wait. "trace_based" (the SDK's default): only
+    updates made in a sampled span become exemplars, so those go to the SDK at once. None: not an SDK
+    provider, or a filter that samples other measurements too; every update goes to the SDK at once.
+    """
+    if not isinstance(provider, MeterProvider):
+        return None
+    exemplar_filter = getattr(getattr(provider, "_sdk_config", None), "exemplar_filter", None)
+    if type(exemplar_filter) is AlwaysOffExemplarFilter:
+        return "always_off"
+    if type(exemplar_filter) is TraceBasedExemplarFilter:
+        return "trace_based"
+    return None
+
+
+class KeptValues:
+    """Histogram values of one label set within one collection interval, kept as the SDK's explicit-bucket
+    aggregation keeps them: a count per bucket, the sum (added in order), min and max."""
+
+    __slots__ = ("boundaries", "counts", "high", "low", "total")
+
+    def __init__(self, boundaries: tuple[float, ...], value: float) -> None:
+        self.boundaries = boundaries
+        self.counts = [0] * (len(boundaries) + 1)
+        self.counts[bisect_left(boundaries, value)] = 1
+        self.total = value
+        self.low = self.high = value
+
+    def add(self, value: float) -> None:
+        self.counts[bisect_left(self.boundaries, value)] += 1
+        self.total += value
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+
+
+class HistogramSink:
+    """The SDK's histogram aggregations of one label set (one per reader and view), and `add`, which puts
+    values kept in the facade into them as the SDK's `_ExplicitBucketHistogramAggregation.aggregate` would
+    have, value by value: the same bucket counts, min and max, and the same sum as long as the
+    aggregation's sum was 0 (nothing recorded directly in the interval; the facade sees to that)."""
+
+    __slots__ = ("_aggregations", "_storages", "boundaries")
+
+    _FIELDS = ("_lock", "_value", "_sum", "_min", "_max", "_record_min_max", "_boundaries", "_get_empty_bucket_counts")
+
+    def __init__(self, aggregations: list[Any], storages: object, boundaries: tuple[float, ...]) -> None:
+        self._aggregations = aggregations
+        self._storages = storages
+        self.boundaries = boundaries
+
+    @classmethod
+    def of(cls, provider: Any, instrument: Any, attributes: Mapping[str, Any] | None) -> HistogramSink | None:
+        """The aggregations the SDK made for `attributes` when `instrument` first recorded them; None when
+        they are not all plain explicit-bucket histograms with the same buckets (a view that filters keys
+        or changes the aggregation, or internals that are not the ones this was written for): the SDK
+        then keeps the label set."""
+        try:
+            from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+            from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation
+        except ImportError:
+            return None
+        storages = getattr(getattr(provider, "_measurement_consumer", None), "_reader_storages", None)
+        if not isinstance(storages, Mapping) or not storages:
+            return None
+        key = _hash_attributes(dict(attributes or {}))
+        aggregations = []
+        for storage in storages.values():
+            matches = getattr(storage, "_instrument_view_instrument_matches", {}).get(instrument)
+            if not matches:
+                return None
+            for match in matches:
+                if getattr(getattr(match, "_view", None), "_attribute_keys", True) is not None:
+                    return None
+                aggregation = getattr(match, "_attributes_aggregation", {}).get(key)
+                if type(aggregation) is not _ExplicitBucketHistogramAggregation or not all(
+                        hasattr(aggregation, field) for field in cls._FIELDS):
+                    return None
+                aggregations.append(aggregation)
+        boundaries = {tuple(a._boundaries) for a in aggregations}
+        return cls(aggregations, storages, boundaries.pop()) if len(boundaries) == 1 else None
+
+    def take_over(self) -> KeptValues | None:
+        """What the aggregations hold for the current interval, moved into a `KeptValues` (they are left as
+        a collection leaves them), so that the values that follow are added on in the SDK's order; None
+        (and nothing moved) unless every aggregation holds the same."""
+        aggregations = self._aggregations
+        for aggregation in aggregations:
+            aggregation._lock.acquire()
+        try:
+            states = {(None if a._value is None else tuple(a._value), a._sum, a._min, a._max) for a in aggregations}
+            if len(states) != 1:
+                return None
+            counts, total, low, high = states.pop()
+            if counts is None:
+                return None
+            kept = KeptValues(self.boundaries, total)
+            kept.counts, kept.low, kept.high = list(counts), low, high
+            for aggregation in aggregations:
+                aggregation._value = None
+                aggregation._sum = 0
+                aggregation._min = math.inf
+                aggregation._max = -math.inf
+            return kept
+        finally:
+            for aggregation in aggregations:
+                aggregation._lock.release()
+
+    def current(self, provider: Any) -> bool:
+        """False once the provider's readers changed (a reader added or removed)."""
+        return getattr(getattr(provider, "_measurement_consumer", None), "_reader_storages", None) is self._storages
+
+    def add(self, kept: KeptValues) -> None:
+        for aggregation in self._aggregations:
+            with aggregation._lock:
+                if aggregation._value is None:
+                    aggregation._value = aggregation._get_empty_bucket_counts()
+                counts = aggregation._value
+                for bucket, count in enumerate(kept.counts):
+                    if count:
+                        counts[bucket] += count
+                aggregation._sum += kept.total
+                if aggregation._record_min_max:
+                    aggregation._min = min(aggregation._min, kept.low)
+                    aggregation._max = max(aggregation._max, kept.high)

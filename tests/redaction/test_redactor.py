@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from clawdbot_otel import Redactor
+from clawdbot_otel._redact_spans import redact_span
 from clawdbot_otel.testing import capture_telemetry
 
 from .corpus import CORPUS, Sample
@@ -116,3 +120,19 @@ def test_every_span_surface_and_label_value_is_redacted() -> None:
     assert tool.attributes["gen_ai.tool.call.result"] == key.text.replace("ghp_" + key.payload, "[REDACTED:github-token]")
     assert any(s.name.endswith("[REDACTED:anthropic-key]") for s in spans)
     assert "provider refused Authorization: Bearer [REDACTED:anthropic-key]" in {p.attributes["tool_name"] for p in points}
+
+
+def test_a_span_whose_strings_only_look_like_secrets_is_exported_as_it_is() -> None:
+    """"keys: idempotencyKey" has a marker (key) but no secret: checked once, then never copied again."""
+    finished = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(finished))
+    for _ in range(2):
+        with provider.get_tracer("test").start_as_current_span("gateway.request agent", attributes={
+                "clawdbot.request.body_summary": "keys: agentId,idempotencyKey,message"}):
+            pass
+    redactor = Redactor()
+    assert [redact_span(s, redactor) is s for s in finished.get_finished_spans()] == [False, True]
+    secret = next(s for s in CORPUS if s.kind == "github-token")
+    for _ in range(2):  # a real secret is hidden every time
+        assert secret.payload not in redactor.scrub(secret.text)
