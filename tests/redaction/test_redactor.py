@@ -136,3 +136,21 @@ def test_a_span_whose_strings_only_look_like_secrets_is_exported_as_it_is() -> N
     secret = next(s for s in CORPUS if s.kind == "github-token")
     for _ in range(2):  # a real secret is hidden every time
         assert secret.payload not in redactor.scrub(secret.text)
+
+
+def test_a_registered_secret_is_hidden_in_spans_that_hold_it_and_other_spans_are_not_copied() -> None:
+    """The proxy registers its gateway token: a span holding it is redacted, a span without it goes as it is."""
+    finished = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(finished))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("gateway.request health", attributes={"rpc.method": "health"}):
+        pass
+    with tracer.start_as_current_span("gateway.request connect", attributes={"error": "rejected gw-7f3c9e2a"}):
+        pass
+    redactor = Redactor()
+    redactor.add_secret("gw-7f3c9e2a", "gateway-token")
+    plain, holding = (redact_span(s, redactor) for s in finished.get_finished_spans())
+    assert plain is finished.get_finished_spans()[0]
+    assert holding.attributes is not None
+    assert holding.attributes["error"] == "rejected [REDACTED:gateway-token]"
