@@ -106,6 +106,13 @@ def logsql(base_url: str, query: str, limit: int = 1000) -> list[dict[str, Any]]
     return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
+def metric_sum(url: str, prefix: str) -> float:
+    """The sum of the samples on a server's /metrics page whose line starts with `prefix` (0 when absent)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
 def jaeger_spans(stack: RunningStack, service: str) -> list[dict[str, Any]]:
     """Every span of `service`'s traces of the last hour, with a `tags_map` added."""
     status, body = http_json(f"{stack.jaeger}/api/traces", {"service": service, "limit": 2000, "lookback": "1h"},

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 
 from clawdbot_otel.stack import Ports, StackError, StackInfo, build_all, down, start_server, status, stop_server, up
 
-from .conftest import DECISION_WAIT_S, SAMPLING_PERCENTAGE, TEST_PORT_OFFSET
+from .conftest import DECISION_WAIT_S, SAMPLING_PERCENTAGE, TEST_PORT_OFFSET, metric_sum
 from .faults import (
     LEVELS,
     Tick,
@@ -213,13 +212,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _metric(url: str, name: str) -> float:
-    """The sum of a metric's samples on a server's /metrics page (0 when absent)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
-        lines = resp.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
-
-
 def test_full_disk_under_a_log_store_instance(fault_stack: StackInfo, tmp_path: Path) -> None:
     """The DEBUG log store instance on a 64 MB tmpfs, filled to 2 MB free: it refuses, the collector keeps the
     records in its persistent queue (another disk), and they are stored once space returns."""
@@ -239,15 +231,15 @@ def test_full_disk_under_a_log_store_instance(fault_stack: StackInfo, tmp_path: 
             for _ in range((free - LEFT_FREE_BYTES) // (1 << 20)):
                 out.write(b"\0" * (1 << 20))
         # VictoriaLogs checks the free space every second: the load starts once it has seen the full disk.
-        settle(lambda: _metric(url, "vl_storage_is_read_only"), lambda flag: flag == 1, 10, 0.2)
-        requests_before = _metric(url, 'vl_http_requests_total{path="/insert/opentelemetry')
+        settle(lambda: metric_sum(url, "vl_storage_is_read_only"), lambda flag: flag == 1, 10, 0.2)
+        requests_before = metric_sum(url, 'vl_http_requests_total{path="/insert/opentelemetry')
         with host_app(info, service, tmp_path, tick_s=0.2) as host:
             time.sleep(8)
             full = {
-                "read_only": _metric(url, "vl_storage_is_read_only"),
-                "refused": _metric(url, 'vl_http_requests_total{path="/insert/opentelemetry') - requests_before,
-                "stored": _metric(url, "vl_rows_ingested_total"),
-                "queued": _metric(collector, 'otelcol_exporter_queue_size{data_type="logs",exporter="otlp_http/debug"}'),
+                "read_only": metric_sum(url, "vl_storage_is_read_only"),
+                "refused": metric_sum(url, 'vl_http_requests_total{path="/insert/opentelemetry') - requests_before,
+                "stored": metric_sum(url, "vl_rows_ingested_total"),
+                "queued": metric_sum(collector, 'otelcol_exporter_queue_size{data_type="logs",exporter="otlp_http/debug"}'),
             }
             assert [s.running for s in status(info.stack_dir) if s.name == FULL_DISK_CLASS] == [True]
             filler.unlink()
@@ -257,7 +249,7 @@ def test_full_disk_under_a_log_store_instance(fault_stack: StackInfo, tmp_path: 
         ticks = host.ticks()
         want = expected_logs(service, ticks, ("DEBUG",))
         stored, waited = settle(lambda: log_levels(url, service), lambda got: not want - got, 60)
-        failed = _metric(collector, 'otelcol_exporter_send_failed_log_records_total{exporter="otlp_http/debug"')
+        failed = metric_sum(collector, 'otelcol_exporter_send_failed_log_records_total{exporter="otlp_http/debug"')
         print(f"\ndisk full under {FULL_DISK_CLASS} ({os.statvfs(data_dir).f_blocks * os.statvfs(data_dir).f_frsize >> 20} MB "
               f"tmpfs, {LEFT_FREE_BYTES >> 20} MB left): read-only {full['read_only']:.0f}, refused "
               f"{full['refused']:.0f} insert requests (HTTP 429), stored {full['stored']:.0f} rows, collector "

@@ -15,7 +15,6 @@ import json
 import math
 import random
 import time
-import urllib.request
 import uuid
 from fractions import Fraction
 
@@ -29,7 +28,7 @@ from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from clawdbot_otel.stack import start_server, status, stop_server
 
-from .conftest import TWO_TIER_SAMPLERS, ExtraCollector, RunningStack
+from .conftest import TWO_TIER_SAMPLERS, ExtraCollector, RunningStack, metric_sum
 
 pytestmark = pytest.mark.stack
 
@@ -203,13 +202,8 @@ def _accepted_spans(stack: RunningStack) -> dict[str, float]:
     """otelcol_receiver_accepted_spans of each tail-sampling collector (its own /metrics)."""
     samplers = {s.name: s.ports["collector_metrics"] for s in status(stack.info.stack_dir)
                 if s.name.startswith("otel-sampler-")}
-    accepted = {}
-    for name, port in samplers.items():
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            lines = resp.read().decode().splitlines()
-        accepted[name] = sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                             if line.startswith("otelcol_receiver_accepted_spans"))
-    return accepted
+    return {name: metric_sum(f"http://127.0.0.1:{port}", "otelcol_receiver_accepted_spans")
+            for name, port in samplers.items()}
 
 
 def test_tail_sampling_keeps_errors_and_exactly_the_hashed_share(sampling_stack: tuple[RunningStack, int]) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import urllib.request
 
 import pytest
 
 from clawdbot_otel.stack import StackError, find_telemetrygen
 
-from .conftest import RunningStack
+from .conftest import RunningStack, metric_sum
 
 pytestmark = pytest.mark.stack
 
@@ -19,9 +18,7 @@ TRACES, CHILD_SPANS = 40, 4
 
 
 def _accepted_spans(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        lines = resp.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("otelcol_receiver_accepted_spans"))
+    return metric_sum(f"http://127.0.0.1:{port}", "otelcol_receiver_accepted_spans")
 
 
 def test_telemetrygen_traces_reach_the_collector_and_its_log_counts_them(stack: RunningStack) -> None:
