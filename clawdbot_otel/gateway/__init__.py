@@ -13,7 +13,7 @@ gateway/session metrics.
 from __future__ import annotations
 
 from ._cli import register
-from ._collectors import start_collectors
+from ._companions import start_collectors
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
 from ._relay import inject_traceparent

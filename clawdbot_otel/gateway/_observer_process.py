@@ -259,10 +259,9 @@ async def _read_records(reader: asyncio.StreamReader, consumer: FrameConsumer) -
 async def _serve(config: Mapping[str, Any], reader: asyncio.StreamReader) -> None:
     """The observer side of a proxy gateway, until the relay's records end."""
     import clawdbot_otel
-    from clawdbot_otel.collect import OpenClawStateWatcher
     from clawdbot_otel.simulation import Workspace
 
-    from ._collectors import start_collectors, stop_collectors
+    from ._companions import Companions, ObserverCompanions
     from ._monitor import UpstreamMonitor
     from ._observer import FrameObserver
 
@@ -275,37 +274,20 @@ async def _serve(config: Mapping[str, Any], reader: asyncio.StreamReader) -> Non
     consumer = FrameConsumer(telemetry, observer, max_observed_bytes=config["max_observed_bytes"])
     monitor = (UpstreamMonitor(telemetry, config["upstream"], config.get("upstream_token"))
                if config["monitor_upstream"] else None)
-
-    async def sweep() -> None:
-        while True:
-            await asyncio.sleep(config["sweep_interval_s"])
-            consumer.guard(observer.sweep)
-
-    tasks = [asyncio.create_task(sweep())]
-    if monitor is not None:
-        tasks.append(asyncio.create_task(monitor.run()))
-    collectors = (start_collectors(telemetry, Workspace(Path(config["workspace"])), started_at=config["started_at"],
-                                   create=False, heartbeat_stale_after_s=config["heartbeat_stale_after_s"],
-                                   uptime=monitor.uptime_s if monitor is not None else None, pid=os.getppid())
-                  if config["collectors"] else [])
     state = config.get("openclaw_state")
-    watcher = None
-    if state is not None:
-        watcher = OpenClawStateWatcher(telemetry, Path(state["folder"]), interval_s=state["interval_s"],
-                                       proxy_counted=observer.counted_run)
-        watcher.start()
+    companions = ObserverCompanions(telemetry, consumer, Companions(
+        sweep_interval_s=config["sweep_interval_s"],
+        workspace=Workspace(Path(config["workspace"])) if config["collectors"] else None,
+        heartbeat_stale_after_s=config["heartbeat_stale_after_s"],
+        pid=os.getppid(), openclaw_state=Path(state["folder"]) if state is not None else None,
+        openclaw_state_interval_s=state["interval_s"] if state is not None else 15.0,
+    ), monitor)
+    companions.start(config["started_at"])
     telemetry.log("INFO", "gateway", "Gateway started", metadata={"url": config["url"], "mode": config["mode"]})
     try:
         await _read_records(reader, consumer)
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if watcher is not None:
-            await watcher.stop()
-            watcher.close()
-        await stop_collectors(collectors)
+        await companions.stop()
         observer.close()  # what is still open ends now, marked as cut short
         telemetry.log("INFO", "gateway", "Gateway stopped", metadata={"url": config["url"]})
 

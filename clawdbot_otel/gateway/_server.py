@@ -41,7 +41,7 @@ from clawdbot_otel.frames import (
 )
 from clawdbot_otel.simulation import DEFAULT_CRON_JOBS, CronJob, EmbeddedRuntime, Workspace
 
-from ._collectors import start_collectors, stop_collectors
+from ._companions import Companions, ObserverCompanions
 from ._feed import FrameConsumer, FrameFeed, LocalFeed
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
@@ -162,7 +162,6 @@ class GatewayServer:
         # the tokens have no format the redactor could find them by: it hides these exact values
         telemetry.redactor.add_secret(token, "gateway-token")
         telemetry.redactor.add_secret(upstream_token, "gateway-token")
-        self.heartbeat_stale_after_s = heartbeat_stale_after_s
         self.host = host
         self.port = port
         self.upstream = upstream
@@ -170,10 +169,7 @@ class GatewayServer:
         self.observe = observe
         self.max_size = max_size
         self.max_observed_bytes = max_observed_bytes
-        self.sweep_interval_s = sweep_interval_s
         self.max_queue = max_queue
-        self.openclaw_state = openclaw_state
-        self.openclaw_state_interval_s = openclaw_state_interval_s
         if workspace:
             self.workspace = Workspace(Path(workspace).expanduser())
         elif upstream is None:  # the simulator answers and deletes files: never in the real ~/clawd
@@ -181,13 +177,11 @@ class GatewayServer:
         else:  # proxy mode only reads the real scheduler's folders
             self.workspace = Workspace.default()
         self.collectors_enabled = collectors and observe
-        self.collectors: list[Any] = []
         self.observer: FrameObserver | None = None
         self.observer_errors: list[BaseException] = []
         self.feed: FrameFeed | None = None
         self.process_feed: ProcessFeed | None = None
         self._local_feed: LocalFeed | None = None
-        self.state_watcher: Any = None
         if upstream is not None and observe and observer_process:
             self._instance_id = instance_id
             self.process_feed = ProcessFeed({  # url, mode, instance_id and started_at: at start()
@@ -211,8 +205,8 @@ class GatewayServer:
                                           count_subagents=not (self.collectors_enabled and upstream is None),
                                           count_cron=scheduler_from_frames, count_tasks=scheduler_from_frames)
         # Proxy mode: the upstream's liveness and uptime come from a probe connection of our own.
-        self.monitor = (UpstreamMonitor(telemetry, upstream, upstream_token)
-                        if upstream and observe and monitor_upstream else None)
+        monitor = (UpstreamMonitor(telemetry, upstream, upstream_token)
+                   if upstream and observe and monitor_upstream else None)
         self.runtime: EmbeddedRuntime | None = None
         if upstream is None:
             self.runtime = EmbeddedRuntime(
@@ -224,14 +218,23 @@ class GatewayServer:
         if self._consumer is not None and upstream is not None:
             self._local_feed = LocalFeed(self._consumer, max_observe_queue)
             self.feed = self._local_feed
+        self.companions = (ObserverCompanions(telemetry, self._consumer, Companions(
+            sweep_interval_s=sweep_interval_s, workspace=self.workspace if self.collectors_enabled else None,
+            create_folders=upstream is None, heartbeat_stale_after_s=heartbeat_stale_after_s,
+            openclaw_state=openclaw_state, openclaw_state_interval_s=openclaw_state_interval_s,
+        ), monitor) if self._consumer is not None else None)
         self.peers: dict[str, _Peer] = {}
         self._open_connections = 0
         self.started_at = time.time()
         self._server: Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._feed_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def monitor(self) -> UpstreamMonitor | None:
+        """The upstream's probe (proxy mode, observed in this process)."""
+        return self.companions.monitor if self.companions is not None else None
+
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
@@ -256,25 +259,10 @@ class GatewayServer:
             await self.process_feed.start()
         if self.runtime is not None:
             await self.runtime.start()
-        if self.observer is not None:
-            self._tasks.append(asyncio.create_task(self._sweep_loop()))
         if self._local_feed is not None:
             self._feed_task = asyncio.create_task(self._local_feed.run())
-            self._tasks.append(self._feed_task)
-        if self.monitor is not None:
-            self._tasks.append(asyncio.create_task(self.monitor.run()))
-        if self.collectors_enabled:
-            self.collectors = start_collectors(self.telemetry, self.workspace, started_at=self.started_at,
-                                               create=self.upstream is None,
-                                               heartbeat_stale_after_s=self.heartbeat_stale_after_s,
-                                               uptime=self.monitor.uptime_s if self.monitor is not None else None)
-        if self.openclaw_state is not None and self.observer is not None:
-            from clawdbot_otel.collect import OpenClawStateWatcher
-
-            self.state_watcher = OpenClawStateWatcher(self.telemetry, self.openclaw_state,
-                                                      interval_s=self.openclaw_state_interval_s,
-                                                      proxy_counted=self.observer.counted_run)
-            self.state_watcher.start()
+        if self.companions is not None:
+            self.companions.start(self.started_at)
         if self.process_feed is None:  # else the observer process says it
             self.telemetry.log("INFO", "gateway", "Gateway started", metadata={"url": self.url, "mode": self.mode})
 
@@ -289,16 +277,12 @@ class GatewayServer:
             return
         if self._local_feed is not None:
             await self._local_feed.finish(self._feed_task)
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        if self.state_watcher is not None:
-            await self.state_watcher.stop()
-            self.state_watcher.close()
-            self.state_watcher = None
-        await stop_collectors(self.collectors)
+            if self._feed_task is not None:
+                self._feed_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._feed_task
+        if self.companions is not None:
+            await self.companions.stop()
         if self.observer is not None:
             self.observer.close()  # what is still open ends now, marked as cut short
         self.telemetry.log("INFO", "gateway", "Gateway stopped", metadata={"url": self.url})
@@ -322,12 +306,6 @@ class GatewayServer:
     def count_error(self, error_type: str) -> None:
         if self.observe:
             self.telemetry.increment("gateway_errors_total", {"error_type": error_type})
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval_s)
-            if self.observer is not None:
-                self.guard(self.observer.sweep)
 
     def _opened(self, ws: ServerConnection) -> str:
         conn_id = str(uuid.uuid4())

@@ -266,8 +266,8 @@ async def test_large_frames_are_observed_off_the_event_loop(tmp_path: Path) -> N
 
 async def test_a_full_observer_queue_costs_telemetry_never_traffic(tmp_path: Path) -> None:
     async with _chain(tmp_path, max_observe_queue=3) as (proxy, cap_proxy, _cap_up, tap):
-        for task in proxy._tasks:  # stall the observer: nothing drains its queue
-            task.cancel()
+        assert proxy._feed_task is not None
+        proxy._feed_task.cancel()  # stall the observer: nothing drains its queue
         await _ten_health_requests_all_answered(proxy, tap)
         dropped = {p.attributes["reason"]: p.value for p in cap_proxy.metric_points("clawdbot_otel.source_errors")}
         assert dropped["observer_queue_full"] >= 8
