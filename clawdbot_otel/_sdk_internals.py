@@ -28,6 +28,10 @@ one is missing, that object takes the SDK's public path instead of failing.
   `_get_empty_bucket_counts`: `HistogramSink`, which adds the values the facade kept (`KeptValues`) to
   a label set's aggregations as the SDK's `aggregate` would have, and takes over a label set's first
   value
+- `Tracer._span_limits`, `_instrumentation_scope`, `_tracer_config.is_enabled`, `_tracer_metrics`,
+  `SynchronousMultiSpanProcessor._span_processors`, `BoundedAttributes._immutable`: `FinishedSpanRoute`,
+  which hands a span built as data (`_deferred_spans.DeferredSpan`, the proxy's request spans) to the
+  span processors finished, as `Span.end` would (the fast path for spans)
 
 Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
 are the only homes of the SDK's logs API and `encode_logs` (its own exporters import them from there), and
@@ -45,22 +49,25 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import Logger, LoggerProvider, LogRecordLimits
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.export import MetricExporter
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSpanProcessor, Tracer
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from ._span_export import encode_spans_fast
 
 __all__ = [
     "FAST_EXPORT_ENV",
+    "FinishedSpanRoute",
     "HistogramSink",
     "KeptValues",
     "QueueRoute",
     "exporter_preferences",
     "fast_export_enabled",
+    "freeze",
     "log_record_limits",
     "metric_deferral",
     "otlp_log_exporter",
@@ -453,3 +460,60 @@ class HistogramSink:
                 if aggregation._record_min_max:
                     aggregation._min = min(aggregation._min, kept.low)
                     aggregation._max = max(aggregation._max, kept.high)
+
+
+# --- spans: finished spans straight to the processors -----------------------------------------------------
+
+#: Span processors whose `on_start` and `_on_ending` do nothing: a span they never saw start is the same to them.
+_END_ONLY_PROCESSORS = (BatchSpanProcessor, SimpleSpanProcessor)
+
+
+class FinishedSpanRoute:
+    """What `Tracer.start_span` and `Span.end` use, for a span that is built as data and handed to the span
+    processors only when it ends (`_deferred_spans.DeferredSpan`).
+
+    Only for a plain SDK tracer: enabled, without the SDK's own tracer metrics, and whose processors are all
+    batch or simple processors (their `on_start` does nothing); `open()` checks per span that this still
+    holds (a processor added later sends spans back through `start_span`)."""
+
+    __slots__ = ("_holder", "_processors", "limits", "scope", "tracer")
+
+    def __init__(self, tracer: Tracer, holder: SynchronousMultiSpanProcessor, processors: tuple[Any, ...],
+                 limits: SpanLimits, scope: Any) -> None:
+        self.tracer = tracer
+        self._holder = holder
+        self._processors = processors
+        self.limits = limits
+        self.scope = scope
+
+    @classmethod
+    def of(cls, tracer: Any) -> FinishedSpanRoute | None:
+        if type(tracer) is not Tracer or not hasattr(BoundedAttributes(), "_immutable"):
+            return None
+        holder = tracer.span_processor
+        processors = getattr(holder, "_span_processors", None)
+        limits = getattr(tracer, "_span_limits", None)
+        scope = getattr(tracer, "_instrumentation_scope", None)
+        if (type(holder) is not SynchronousMultiSpanProcessor or type(processors) is not tuple
+                or not isinstance(limits, SpanLimits) or scope is None):
+            return None
+        if not all(type(p) in _END_ONLY_PROCESSORS for p in processors):
+            return None
+        route = cls(tracer, holder, processors, limits, scope)
+        return route if route.open() else None
+
+    def open(self) -> bool:
+        tracer = self.tracer
+        processors = self._holder._span_processors
+        return (processors is self._processors
+                and getattr(getattr(tracer, "_tracer_config", None), "is_enabled", False) is True
+                and type(getattr(tracer, "_tracer_metrics", None)).__name__ == "NoOpTracerMetrics")
+
+    def finish(self, span: ReadableSpan) -> None:
+        """`Span.end`'s last step: every processor's `on_end`."""
+        self._holder.on_end(span)
+
+
+def freeze(attributes: BoundedAttributes) -> None:
+    """What `Span.end` does to a span's attributes: no more changes."""
+    attributes._immutable = True

@@ -23,6 +23,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ._context import CORRELATION_BAGGAGE_KEY
+from ._deferred_spans import DeferredSpan, start_deferred
 from ._redact import Redactor
 from .conventions import (
     COMMON_ATTRIBUTES,
@@ -206,6 +207,12 @@ class SpanHandle:
     def end(self, end_time: int | None = None) -> None:
         self.span.end(end_time)
 
+    def discard(self) -> None:
+        """Never export this span: a deferred span (`SpanScope.start_deferred`) is forgotten; a span the
+        SDK started is left without an end, which the SDK never exports."""
+        if isinstance(self.span, DeferredSpan):
+            self.span.discard()
+
 
 def _unknown_attribute_message(category: _Category, key: str) -> str:
     close = nearest(key, sorted(category.allowed))
@@ -290,6 +297,34 @@ class SpanScope:
 
     def start(self) -> SpanHandle:
         """Start without making it current (for spans that end elsewhere, e.g. a frame observer)."""
+        category, name, ctx, kind, attrs, start_time, links, ids = self._prepare()
+        owner = self._owner
+        preset = PresetIds.of(owner.tracer) if ids is not None else None
+        if preset is not None and ids is not None:
+            preset.preset(*ids)
+        try:
+            span = owner.tracer.start_span(name, context=ctx, kind=kind, attributes=attrs, links=links,
+                                           start_time=start_time)
+        finally:
+            if preset is not None:
+                preset.clear()
+        self._handle = SpanHandle(span, category, owner)
+        return self._handle
+
+    def start_deferred(self) -> SpanHandle:
+        """`start`, but on the fast export path the span exists only as data until it ends, and
+        `SpanHandle.discard` can still drop it (see `_deferred_spans`); the same span either way."""
+        category, name, ctx, kind, attrs, start_time, links, ids = self._prepare()
+        span = None if links else start_deferred(self._owner.tracer, name=name, context=ctx, kind=kind,
+                                                 attributes=attrs, start_time=start_time, ids=ids)
+        if span is None:
+            return self.start()
+        self._handle = SpanHandle(span, category, self._owner)
+        return self._handle
+
+    def _prepare(self) -> tuple[_Category, str, otel_context.Context | None, SpanKind, dict[str, Any],
+                                int | None, list[Link] | None, tuple[int, int] | None]:
+        """The checked attributes, the parent context, the name and kind of the span to start."""
         category, name, attributes, parent, start_time, links, kind, ids = self._args
         owner = self._owner
         attrs = {SPAN_CATEGORY_ATTRIBUTE: category.spec.name}
@@ -314,23 +349,8 @@ class SpanScope:
         cid = get_baggage(CORRELATION_BAGGAGE_KEY, ctx)
         if cid is not None:
             attrs.setdefault(CORRELATION_ATTRIBUTE, cid)
-        preset = PresetIds.of(owner.tracer) if ids is not None else None
-        if preset is not None:
-            preset.preset(*ids)
-        try:
-            span = owner.tracer.start_span(
-                name or category.span_name(attrs),
-                context=ctx,
-                kind=kind or category.kind,
-                attributes=attrs,
-                links=links,
-                start_time=start_time,
-            )
-        finally:
-            if preset is not None:
-                preset.clear()
-        self._handle = SpanHandle(span, category, owner)
-        return self._handle
+        return (category, name or category.span_name(attrs), ctx, kind or category.kind, attrs, start_time, links,
+                ids)
 
     def __enter__(self) -> SpanHandle:
         handle = self.start()

@@ -18,7 +18,7 @@ connection, and must count once).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from clawdbot_otel import SpanHandle, Telemetry
@@ -28,6 +28,7 @@ from clawdbot_otel.frames import EventFrame, Frame, RequestFrame, ResponseFrame
 from ._automations import CronTracker
 from ._observing import NS, source_error
 from ._requests import RequestTracker
+from ._requests import untraced_methods as untraced_methods_env
 from ._runs import RunTracker
 from ._task_events import TaskEvents
 
@@ -57,6 +58,9 @@ class FrameObserver:
     tasks:
         the `TaskInstrumentation` that `task` events feed (completions, the 24 h completion rate, the
         3-layer validation results); one is made when not given.
+    untraced_methods:
+        methods whose successful requests make no span (still counted in the request metrics; a failed
+        or timed-out one keeps its span); None: CLAWDBOT_OTEL_UNTRACED_METHODS (default `health`).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class FrameObserver:
         count_tasks: bool = True,
         count_subagents: bool = True,
         tasks: TaskInstrumentation | None = None,
+        untraced_methods: Collection[str] | None = None,
         register_gauges: bool = True,
         clock: Any = time.time_ns,
     ) -> None:
@@ -81,8 +86,9 @@ class FrameObserver:
         self.runs = RunTracker(telemetry, run_timeout_ns=run_timeout_ns, finish_grace_ns=int(finish_grace_s * NS),
                                max_runs=max_runs, count_subagents=count_subagents)
         self.cron = CronTracker(telemetry, run_timeout_ns=run_timeout_ns, clock=clock) if count_cron else None
+        untraced = untraced_methods if untraced_methods is not None else untraced_methods_env()
         self.requests = RequestTracker(telemetry, self.runs, self.cron, request_timeout_ns=int(request_timeout_s * NS),
-                                       max_requests=max_requests)
+                                       max_requests=max_requests, untraced=untraced)
         self.tasks = tasks if tasks is not None else TaskInstrumentation(telemetry)
         self._own_tasks = tasks is None
         self.task_events = TaskEvents(telemetry, self.tasks, self.runs.session_of, count_completions=count_tasks)

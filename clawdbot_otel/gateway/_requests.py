@@ -1,9 +1,18 @@
-"""Requests and responses: one request span and the gateway_* request metrics per req frame; the
-handshake and configuration changes on the audit channel."""
+"""Requests and responses: the gateway_* request metrics and a request span per req frame; the handshake
+and configuration changes on the audit channel.
+
+The tracing policy (CLAWDBOT_OTEL_UNTRACED_METHODS, a comma list, default `health`; empty: every request
+traced): a request of such a method that succeeds makes no span, one that fails or times out keeps its
+full span; every request is counted in the metrics all the same. Health probes are the bulk of a gateway's
+requests and say nothing once they succeed (docs/request-tracing.md). The decision is taken at the
+response: the span is started deferred (`SpanScope.start_deferred`), so that an untraced one costs next
+to nothing on the fast export path.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import orjson
@@ -16,7 +25,10 @@ from ._automations import CronTracker
 from ._observing import NS, STATUSES, Connection, Request, error_message, error_type_of, num, source_error
 from ._runs import RunTracker
 
-__all__ = ["RequestTracker"]
+__all__ = ["DEFAULT_UNTRACED_METHODS", "UNTRACED_METHODS_ENV", "RequestTracker", "untraced_methods"]
+
+UNTRACED_METHODS_ENV = "CLAWDBOT_OTEL_UNTRACED_METHODS"
+DEFAULT_UNTRACED_METHODS = frozenset({"health"})
 
 _WINDOW_S = 60
 #: Methods that start an agent run and answer before it ends (the run is parented on their request span).
@@ -48,13 +60,25 @@ class _Throughput:
         return total / _WINDOW_S
 
 
+def untraced_methods(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """CLAWDBOT_OTEL_UNTRACED_METHODS: the methods whose successful requests make no span (unset: `health`;
+    set but empty: none, every request is traced)."""
+    text = (os.environ if env is None else env).get(UNTRACED_METHODS_ENV)
+    if text is None:
+        return DEFAULT_UNTRACED_METHODS
+    return frozenset(method.strip() for method in text.split(",") if method.strip())
+
+
 class RequestTracker:
     """The connections and their pending requests. `agent` requests hand their run to `runs`;
-    `cron.list` answers feed `cron` (None: the scheduler is instrumented elsewhere)."""
+    `cron.list` answers feed `cron` (None: the scheduler is instrumented elsewhere). `untraced`: the
+    methods whose successful requests make no span (see the module docstring)."""
 
     def __init__(self, telemetry: Telemetry, runs: RunTracker, cron: CronTracker | None, *,
-                 request_timeout_ns: int, max_requests: int) -> None:
+                 request_timeout_ns: int, max_requests: int, untraced: Collection[str] = DEFAULT_UNTRACED_METHODS,
+                 ) -> None:
         self.telemetry = telemetry
+        self.untraced = frozenset(untraced)
         self.runs = runs
         self.cron = cron
         self.request_timeout_ns = request_timeout_ns
@@ -112,7 +136,7 @@ class RequestTracker:
         span = self.telemetry.request_span(
             method, request_id=frame.id, body=params, connection_id=conn.id, client_id=conn.client_id,
             parent=frame.traceparent, start_time=now, ids=ids,
-        ).start()
+        ).start_deferred()
         if conn.headers_json is not None:
             span.set("clawdbot.request.headers", conn.headers_json)
         deadline = now + self.request_timeout_ns
@@ -178,11 +202,15 @@ class RequestTracker:
         end = max(now, req.start_ns)
         span = req.span
         if status == "success":
-            span.set_status("success")
+            if req.method in self.untraced:
+                span.discard()
+            else:
+                span.set_status("success")
+                span.end(end)
         else:
             span.set_status(status if status in STATUSES else "failure", message,
                             error_type if status != "timeout" else "timeout")
-        span.end(end)
+            span.end(end)
         tel = self.telemetry
         tel.increment("gateway_requests_total", {"method": req.label, "status": status})
         tel.histogram("gateway_request_latency_seconds", (end - req.start_ns) / NS, {"method": req.label})

@@ -109,12 +109,21 @@ async def _health(url: str, n: int) -> None:
             await client.call("health")
 
 
-async def test_every_request_becomes_a_span_and_a_count_and_eof_flushes(tmp_path: Path, out: Path) -> None:
+@pytest.mark.parametrize("untraced", [None, ""], ids=["health-untraced", "every-request-traced"])
+async def test_every_request_is_counted_and_traced_as_the_policy_says_and_eof_flushes(
+        tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch, untraced: str | None) -> None:
+    """CLAWDBOT_OTEL_UNTRACED_METHODS unset: a successful health request is counted but makes no span, a
+    failing one keeps its span; set empty: every request makes a span (the design's pseudo-code)."""
+    if untraced is not None:
+        monkeypatch.setenv("CLAWDBOT_OTEL_UNTRACED_METHODS", untraced)
     n = 40
     async with _proxy(tmp_path) as (proxy, cap_up):
         await _health(proxy.url, n)
         async with connect(proxy.url, compression=None) as ws:  # a client with a trace of its own
             await ws.recv()  # connect.challenge
+            # a health request before the handshake: the gateway answers with an error
+            await ws.send(json.dumps({"type": "req", "id": "h", "method": "health"}))
+            assert json.loads(await ws.recv())["ok"] is False
             await ws.send(json.dumps({"type": "req", "id": "c", "method": "connect", "traceparent": CLIENT_TRACEPARENT,
                                       "params": {"minProtocol": 4, "maxProtocol": 4, "auth": {"token": "T"},
                                                  "client": {"id": "cli", "mode": "cli"}}}))
@@ -126,20 +135,27 @@ async def test_every_request_becomes_a_span_and_a_count_and_eof_flushes(tmp_path
     assert child is not None and child.returncode == 0
     spans = _request_spans(out)
     methods = sorted(_method(s) for s in spans)
-    assert methods == ["connect", "connect"] + ["health"] * n
+    traced_ok = n if untraced == "" else 0
+    assert methods == ["connect", "connect"] + ["health"] * (1 + traced_ok)
+    failed = [s for s in spans if _method(s) == "health" and s["status"].get("code") == "STATUS_CODE_ERROR"]
+    assert len(failed) == 1
     counted = _counter(out, "gateway.requests")
     assert counted == {(("method", "connect"), ("status", "success")): 2,
-                       (("method", "health"), ("status", "success")): n}
+                       (("method", "health"), ("status", "success")): n,
+                       (("method", "health"), ("status", "failure")): 1}
     # the upstream got each request with our span's ids in its traceparent: its spans are our children
+    # (its own observer follows the same policy)
     ours = {(_hex(s["traceId"]), _hex(s["spanId"])) for s in spans}
     theirs = cap_up.spans_by_category("request")
-    assert len(theirs) == n + 2
+    assert len(theirs) == 3 + traced_ok
     assert {(f"{s.context.trace_id:032x}", f"{s.parent.span_id:016x}") for s in theirs if s.parent} == ours
     traced = next(s for s in spans if _hex(s["traceId"]) == CLIENT_TRACE)
     assert _hex(traced["parentSpanId"]) == "00f067aa0ba902b7"  # the client's span
 
 
-async def test_the_relay_outlives_its_observer_process_and_the_loss_is_counted(tmp_path: Path, out: Path) -> None:
+async def test_the_relay_outlives_its_observer_process_and_the_loss_is_counted(
+        tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAWDBOT_OTEL_UNTRACED_METHODS", "")  # the new child's spans show what it observed
     async with _proxy(tmp_path) as (proxy, _cap_up):
         feed = proxy.process_feed
         assert feed is not None and feed.proc is not None

@@ -109,8 +109,14 @@ async def _until(ws: ClientConnection, got: list[str | bytes], pred: Any) -> dic
             return frame  # type: ignore[no-any-return]
 
 
+@pytest.fixture
+def trace_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The design's policy, a span per request: successful health requests are traced too."""
+    monkeypatch.setenv("CLAWDBOT_OTEL_UNTRACED_METHODS", "")
+
+
 async def test_proxy_is_transparent_and_joins_the_trace(
-    chain: tuple[GatewayServer, Capture, Capture, Tap],
+    trace_every_request: None, chain: tuple[GatewayServer, Capture, Capture, Tap],
 ) -> None:
     proxy, cap_proxy, cap_up, tap = chain
     sent: list[str | bytes] = []
