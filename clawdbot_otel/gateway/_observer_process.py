@@ -218,42 +218,68 @@ class ProcessFeed:
 
 # --- the child --------------------------------------------------------------------------------------------
 async def _read_records(reader: asyncio.StreamReader, consumer: FrameConsumer) -> None:
-    """Feed the consumer from the relay's records until the end of the input."""
+    """Feed the consumer from the relay's records until the end of the input.
+
+    The relay writes a few milliseconds' worth of records at a time: each read takes what the pipe holds
+    and the complete records in it are observed in one go (two awaits per record cost more than most
+    records' observation); only a message over `max_observed_bytes` is awaited (parsed in a thread)."""
     conns: dict[int, str] = {}
     head_size = _HEAD.size
+    unpack_head = _HEAD.unpack_from
+    largest = consumer.max_observed_bytes
+    buf = bytearray()
     while True:
-        try:
-            head = await reader.readexactly(head_size)
-        except asyncio.IncompleteReadError:
+        chunk = await reader.read(1 << 18)
+        if not chunk:
             return
-        kind, number, received, length = _HEAD.unpack(head)
-        payload = await reader.readexactly(length)
-        if kind & MESSAGE:
-            conn_id = conns.get(number)
-            if conn_id is None:
-                continue
-            ids = None
-            if kind & IDS:
-                hi, lo, span_id = _IDS.unpack_from(payload)
-                ids = ((hi << 64) | lo, span_id)
-                payload = payload[_IDS.size:]
-            message: str | bytes = payload if kind & BINARY else payload.decode(errors="replace")
-            await consumer.message(conn_id, "s2c" if kind & S2C else "c2s", message, received, ids)
-        elif kind == OPEN:
-            conn_id, headers = orjson.loads(payload)
-            conns[number] = conn_id
-            consumer.opened(conn_id, headers)
-        elif kind == CLOSE:
-            conn_id = conns.pop(number, None)
-            if conn_id is not None:
-                code, reason = orjson.loads(payload)
-                consumer.closed(conn_id, code, reason)
-        elif kind == ERROR:
-            message_text, metadata = orjson.loads(payload)
-            consumer.relay_error(message_text, metadata)
-        elif kind == LOST:
-            for reason, count in orjson.loads(payload).items():
-                consumer.lost(reason, count)
+        buf += chunk
+        size = len(buf)
+        offset = 0
+        while size - offset >= head_size:
+            kind, number, received, length = unpack_head(buf, offset)
+            start = offset + head_size
+            end = start + length
+            if end > size:
+                break
+            offset = end
+            if kind & MESSAGE:
+                conn_id = conns.get(number)
+                if conn_id is None:
+                    continue
+                ids = None
+                if kind & IDS:
+                    hi, lo, span_id = _IDS.unpack_from(buf, start)
+                    ids = ((hi << 64) | lo, span_id)
+                    start += _IDS.size
+                payload = bytes(buf[start:end])
+                message: str | bytes = payload if kind & BINARY else payload.decode(errors="replace")
+                direction = "s2c" if kind & S2C else "c2s"
+                if len(message) <= largest:
+                    consumer.message_now(conn_id, direction, message, received, ids)
+                else:
+                    await consumer.message(conn_id, direction, message, received, ids)
+            else:
+                _control(kind, number, bytes(buf[start:end]), conns, consumer)
+        del buf[:offset]
+
+
+def _control(kind: int, number: int, payload: bytes, conns: dict[int, str], consumer: FrameConsumer) -> None:
+    """A record that is not a message: a connection opened or closed, a relay error, telemetry lost."""
+    if kind == OPEN:
+        conn_id, headers = orjson.loads(payload)
+        conns[number] = conn_id
+        consumer.opened(conn_id, headers)
+    elif kind == CLOSE:
+        conn_id = conns.pop(number, None)
+        if conn_id is not None:
+            code, reason = orjson.loads(payload)
+            consumer.closed(conn_id, code, reason)
+    elif kind == ERROR:
+        message_text, metadata = orjson.loads(payload)
+        consumer.relay_error(message_text, metadata)
+    elif kind == LOST:
+        for reason, count in orjson.loads(payload).items():
+            consumer.lost(reason, count)
 
 
 async def _serve(config: Mapping[str, Any], reader: asyncio.StreamReader) -> None:

@@ -213,3 +213,74 @@ async def test_an_observer_process_that_falls_behind_costs_telemetry_never_traff
     lost = _counter(out, "clawdbot_otel.source_errors")[(("reason", "observer_queue_full"), ("source", "frames"))]
     succeeded = sum(v for k, v in _counter(out, "gateway.requests").items() if ("status", "success") in k)
     assert lost >= 1 and succeeded < 21  # some requests or their responses went unobserved, and were counted
+
+
+class _Calls:
+    """A consumer that writes down what the observer process's reader hands it."""
+
+    max_observed_bytes = 64
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def opened(self, conn_id: str, headers: dict[str, str]) -> None:
+        self.calls.append(("opened", conn_id, headers))
+
+    def closed(self, conn_id: str, code: int | None, reason: str) -> None:
+        self.calls.append(("closed", conn_id, code, reason))
+
+    def relay_error(self, message: str, metadata: dict[str, Any]) -> None:
+        self.calls.append(("relay_error", message, metadata))
+
+    def lost(self, reason: str, count: int) -> None:
+        self.calls.append(("lost", reason, count))
+
+    def message_now(self, *args: Any) -> None:
+        self.calls.append(("message", *args))
+
+    async def message(self, *args: Any) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(("large message", *args))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+async def test_the_observer_process_reads_records_split_anyhow_in_order(chunk: int) -> None:
+    from clawdbot_otel.gateway import _observer_process as op
+
+    def record(kind: int, conn: int, received: int, payload: bytes) -> bytes:
+        return op._HEAD.pack(kind, conn, received, len(payload)) + payload
+
+    large = json.dumps({"type": "res", "id": "1", "ok": True, "payload": {"text": "x" * 100}})
+    stream = b"".join((
+        record(op.OPEN, 1, 0, json.dumps(["conn-a", {"user-agent": "t"}]).encode()),
+        record(op.MESSAGE | op.IDS, 1, 10, op._IDS.pack(1, 2, 3) + b'{"type":"req","id":"1","method":"health"}'),
+        record(op.MESSAGE | op.S2C, 1, 11, large.encode()),
+        record(op.MESSAGE | op.S2C | op.BINARY, 1, 12, b"\x00bin"),
+        record(op.MESSAGE, 9, 13, b"{}"),  # a connection never opened: skipped
+        record(op.ERROR, 0, 0, json.dumps(["relay failed", {"k": 1}]).encode()),
+        record(op.LOST, 0, 0, b'{"observer_queue_full": 2}'),
+        record(op.CLOSE, 1, 0, b'[1000, "bye"]'),
+    ))
+    reader = asyncio.StreamReader()
+    reads: list[int] = []
+
+    async def feed() -> None:  # a piece at a time, each read by the reader before the next comes
+        for start in range(0, len(stream), chunk):
+            reader.feed_data(stream[start:start + chunk])
+            reads.append(start)
+            for _ in range(3):
+                await asyncio.sleep(0)
+        reader.feed_eof()
+
+    calls = _Calls()
+    await asyncio.gather(feed(), op._read_records(reader, calls))  # type: ignore[arg-type]
+    assert len(reads) == -(-len(stream) // chunk)
+    assert calls.calls == [
+        ("opened", "conn-a", {"user-agent": "t"}),
+        ("message", "conn-a", "c2s", '{"type":"req","id":"1","method":"health"}', 10, ((1 << 64) | 2, 3)),
+        ("large message", "conn-a", "s2c", large, 11, None),
+        ("message", "conn-a", "s2c", b"\x00bin", 12, None),
+        ("relay_error", "relay failed", {"k": 1}),
+        ("lost", "observer_queue_full", 2),
+        ("closed", "conn-a", 1000, "bye"),
+    ]
