@@ -174,3 +174,42 @@ def test_with_the_openclaw_state_read_cron_and_task_events_are_left_to_it(cap: C
         _T0_MS + 10)
     assert cap.metric_points("scheduler.jobs") == [] and cap.metric_points("task.completion") == []
     assert cap.spans_by_category("job") == []
+
+
+@pytest.mark.parametrize("untraced", [None, ("health", "status"), ()], ids=["default", "listed", "none"])
+def test_successful_requests_of_untraced_methods_are_counted_and_make_no_span(
+        cap: Capture, untraced: tuple[str, ...] | None) -> None:
+    """The tracing policy (CLAWDBOT_OTEL_UNTRACED_METHODS, default `health`): a listed method's request that
+    succeeds is counted but makes no span; one that fails or times out keeps its full span."""
+    observer = FrameObserver(cap.telemetry, request_timeout_s=1, untraced_methods=untraced)
+    observer.connection_opened("c")
+    for n, method in enumerate(("health", "status", "health", "health", "sessions.list")):
+        _feed(observer, "c", "c2s", {"type": "req", "id": str(n), "method": method}, _T0_MS + n)
+    ok = {"type": "res", "ok": True, "payload": {}}
+    _feed(observer, "c", "s2c", {**ok, "id": "0"}, _T0_MS + 10)
+    _feed(observer, "c", "s2c", {**ok, "id": "1"}, _T0_MS + 11)
+    _feed(observer, "c", "s2c", {"type": "res", "id": "2", "ok": False, "error": {"code": "UNAVAILABLE",
+                                                                                  "message": "down"}}, _T0_MS + 12)
+    _feed(observer, "c", "s2c", {**ok, "id": "4"}, _T0_MS + 14)
+    assert observer.sweep((_T0_MS + 5_000) * 1_000_000) == 1  # request 3 never got its answer
+    listed = {"health"} if untraced is None else set(untraced)
+    spans = {s.attributes["clawdbot.request.id"]: s for s in cap.spans_by_category("request")}
+    expected = {"2", "3"} | {i for i, m in (("0", "health"), ("1", "status"), ("4", "sessions.list"))
+                             if m not in listed}
+    assert set(spans) == expected
+    assert spans["2"].status.status_code is StatusCode.ERROR and spans["2"].attributes["error.type"] == "runtime"
+    assert spans["3"].status.status_code is StatusCode.ERROR and spans["3"].attributes["clawdbot.status"] == "timeout"
+    counted = {(p.attributes["method"], p.attributes["status"]): p.value
+               for p in cap.metric_points("gateway.requests")}
+    assert counted == {("health", "success"): 1, ("status", "success"): 1, ("health", "failure"): 1,
+                       ("health", "timeout"): 1, ("sessions.list", "success"): 1}
+    latency = {p.attributes["method"]: p.count for p in cap.metric_points("gateway.request.latency")}
+    assert latency == {"health": 3, "status": 1, "sessions.list": 1}
+
+
+def test_the_untraced_methods_setting() -> None:
+    from clawdbot_otel.gateway._requests import untraced_methods
+
+    assert untraced_methods({}) == {"health"}
+    assert untraced_methods({"CLAWDBOT_OTEL_UNTRACED_METHODS": ""}) == set()
+    assert untraced_methods({"CLAWDBOT_OTEL_UNTRACED_METHODS": " health , status,,"}) == {"health", "status"}
