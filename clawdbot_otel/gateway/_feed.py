@@ -2,11 +2,11 @@
 
 The relay reports five things per connection (`FrameFeed`): opened (with its handshake headers), a
 message in either direction (with its receive time, and for a client request the span ids the relay
-already put in its `traceparent`), closed, an error of the relay itself, and telemetry lost on the
-way. A `FrameConsumer` turns them into `FrameObserver` calls. Two feeds connect them: `LocalFeed`, a
-bounded queue and a task in the relay's own process (the library's default), and the observer process
-(`_observer_process`), which moves the consumer, the OpenTelemetry SDK and its exporter threads out of
-the relay's process.
+already put in its `traceparent`; the byte relay hands every message over as bytes, text or binary),
+closed, an error of the relay itself, and telemetry lost on the way. A `FrameConsumer` turns them
+into `FrameObserver` calls. Two feeds connect them: `LocalFeed`, a bounded queue and a task in the
+relay's own process (the library's default), and the observer process (`_observer_process`), which
+moves the consumer, the OpenTelemetry SDK and its exporter threads out of the relay's process.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from clawdbot_otel.frames import FrameError, RequestFrame, parse_frame
 from ._observer import FrameObserver
 from ._observing import source_error
 
-__all__ = ["FrameConsumer", "FrameFeed", "LocalFeed"]
+__all__ = ["QUEUE_FULL", "TOO_LARGE", "FrameConsumer", "FrameFeed", "LocalFeed"]
 
 Ids = tuple[int, int]
 
 #: Reasons (clawdbot_otel_source_errors_total{source="frames"}) for observations lost between relay and observer.
 QUEUE_FULL = "observer_queue_full"
+#: A message larger than the proxy's `max_size`: relayed, not assembled for the observer.
+TOO_LARGE = "message_too_large"
 
 
 class FrameFeed(Protocol):
@@ -41,6 +43,9 @@ class FrameFeed(Protocol):
     def closed(self, conn_id: str, code: int | None, reason: str) -> None: ...
 
     def relay_error(self, message: str, metadata: Mapping[str, Any]) -> None: ...
+
+    def lost(self, reason: str, count: int) -> None:
+        """Messages the relay passed on without handing them over (`reason`: why)."""
 
 
 class FrameConsumer:
@@ -142,6 +147,9 @@ class LocalFeed:
 
     def relay_error(self, message: str, metadata: Mapping[str, Any]) -> None:
         self.consumer.relay_error(message, metadata)
+
+    def lost(self, reason: str, count: int) -> None:
+        self.consumer.lost(reason, count)
 
     def _put(self, item: tuple[str, str, Any, int, Ids | None]) -> None:
         try:

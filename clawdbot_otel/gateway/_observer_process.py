@@ -123,7 +123,7 @@ class ProcessFeed:
             started = time.monotonic()
             code = await self.proc.wait()
             self._writer, self._down = None, True
-            self._count_lost(RESTART_LOST, self._buffered)
+            self.lost(RESTART_LOST, self._buffered)
             self._buf.clear()
             self._buffered = 0
             sys.stderr.write(f"clawdbot-otel gateway: the observer process exited ({code}); restarting it in "
@@ -134,7 +134,7 @@ class ProcessFeed:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_restart_delay_s)
             self.restarts += 1
-            self._count_lost(RESTART_LOST, 0)  # the restart itself is news even when nothing was dropped
+            self.lost(RESTART_LOST, 0)  # the restart itself is news even when nothing was dropped
             await self._spawn(replay=True)
 
     # --- the feed (FrameFeed) -----------------------------------------------------------------------
@@ -154,7 +154,7 @@ class ProcessFeed:
     def message(self, conn_id: str, direction: str, message: str | bytes, received_ns: int,
                 ids: Ids | None = None) -> None:
         if self._down:
-            self._count_lost(RESTART_LOST, 1)
+            self.lost(RESTART_LOST, 1)
             return
         conn = self._conns.get(conn_id)
         if conn is None:
@@ -162,7 +162,7 @@ class ProcessFeed:
         writer = self._writer
         waiting = len(self._buf) + (writer.transport.get_write_buffer_size() if writer is not None else 0)
         if waiting > self.max_buffer_bytes:
-            self._count_lost(QUEUE_FULL, 1)  # the child falls behind: lose the observation, never the frame
+            self.lost(QUEUE_FULL, 1)  # the child falls behind: lose the observation, never the frame
             return
         kind = MESSAGE | (S2C if direction == "s2c" else 0)
         if isinstance(message, str):
@@ -212,7 +212,7 @@ class ProcessFeed:
             self._buffered = 0
             writer.write(buf)
 
-    def _count_lost(self, reason: str, count: int) -> None:
+    def lost(self, reason: str, count: int) -> None:
         self._lost[reason] = self._lost.get(reason, 0) + count
 
 

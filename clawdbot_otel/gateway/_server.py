@@ -1,16 +1,14 @@
 """The gateway WebSocket server: the embedded runtime, or a transparent proxy in front of a real gateway.
 
-Both modes feed one `FrameObserver`. The proxy's relay path is: receive -> (c2s req only: choose the
-request span's ids and put its `traceparent` in the frame) -> hand the message to the observer's feed
--> send. The observer parses and observes from the feed, off the relay path: a pump never waits for
-telemetry (a full feed drops the message from telemetry, counted, never from the traffic), and
-messages above `max_observed_bytes` are parsed in a worker thread. The feed is a queue and a task in
-this process (`LocalFeed`), or with `observer_process=True` (what `clawdbot-otel gateway --upstream`
-uses) a child process that also runs the SDK, its exporters, the upstream monitor and the watchers
-(`_observer_process`): the relay's process then runs no telemetry thread at all. Everything else about
-a frame is passed on as received: text stays text, binary stays binary, bytes are untouched, close
-codes and reasons are relayed, and `send()` waiting for the peer to drain is the backpressure (a pump
-does not read the next message until the previous one was written).
+Both modes feed one `FrameObserver`. The proxy relays WebSocket bytes on asyncio transports (`_proxy`,
+docs/proxy-relay.md): it parses client requests to choose their span's ids and put a `traceparent` in
+them, and hands every message to the observer's feed; everything else passes byte for byte. The
+observer parses and observes from the feed, off the relay path: the relay never waits for telemetry (a
+full feed drops the message from telemetry, counted, never from the traffic), and messages above
+`max_observed_bytes` are parsed in a worker thread. The feed is a queue and a task in this process
+(`LocalFeed`), or with `observer_process=True` (what `clawdbot-otel gateway --upstream` uses) a child
+process that also runs the SDK, its exporters, the upstream monitor and the watchers
+(`_observer_process`): the relay's process then runs no telemetry thread at all.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -46,14 +43,17 @@ from ._feed import FrameConsumer, FrameFeed, LocalFeed
 from ._monitor import UpstreamMonitor
 from ._observer import FrameObserver
 from ._observer_process import ProcessFeed
-from ._relay import close_args, inject_traceparent, request_ids
+from ._proxy import ProxyRelay
+from ._relay import inject_traceparent
 
 __all__ = ["GatewayServer", "inject_traceparent"]
 
 _NS = 1_000_000_000
 #: Handshake headers worth recording on request spans (redacted) and passing upstream.
 _RECORDED_HEADERS = ("user-agent", "origin", "authorization", "x-forwarded-for")
-_FORWARDED_HEADERS = ("authorization", "cookie", "x-openclaw-token")
+#: What the proxy passes upstream of the client's handshake. No X-Forwarded-For: the real gateway treats
+#: it as a proxied client from an untrusted proxy.
+_FORWARDED_HEADERS = ("authorization", "cookie", "x-openclaw-token", "origin", "user-agent")
 #: What OpenClaw sends a connection without scopes (its probe client): everything else needs operator.read.
 _LIVENESS_EVENTS = frozenset({"tick", "health", "shutdown"})
 
@@ -125,7 +125,8 @@ class GatewayServer:
     `openclaw_state` (a folder) starts that watcher, every `openclaw_state_interval_s`.
     `observer_process=True` (proxy mode) observes in a child process that sets telemetry up from the
     OTEL_* variables itself (`telemetry` then only serves the relay's redactor), with `instance_id` as
-    its `service.instance.id`.
+    its `service.instance.id`. `max_size`: the largest message a client may send (embedded mode); in
+    proxy mode the largest one assembled for the observer (larger ones are relayed and counted).
     """
 
     def __init__(
@@ -226,7 +227,8 @@ class GatewayServer:
         self.peers: dict[str, _Peer] = {}
         self._open_connections = 0
         self.started_at = time.time()
-        self._server: Server | None = None
+        self._server: Server | asyncio.Server | None = None
+        self._relay: ProxyRelay | None = None
         self._feed_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -246,8 +248,14 @@ class GatewayServer:
         return f"embedded runtime, workspace {self.workspace.root}"
 
     async def start(self) -> None:
-        handler = self._proxy_connection if self.upstream else self._embedded_connection
-        self._server = await serve(handler, self.host, self.port, max_size=self.max_size, compression=None)
+        if self.upstream:
+            self._relay = ProxyRelay(self.upstream, self.feed, max_observed_bytes=self.max_observed_bytes,
+                                     max_message_bytes=self.max_size, recorded=_RECORDED_HEADERS,
+                                     forwarded=_FORWARDED_HEADERS, scrub=self.telemetry.redactor.scrub)
+            self._server = await asyncio.get_running_loop().create_server(self._relay.protocol, self.host, self.port)
+        else:
+            self._server = await serve(self._embedded_connection, self.host, self.port, max_size=self.max_size,
+                                       compression=None)
         sockets = list(self._server.sockets)
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
@@ -269,6 +277,8 @@ class GatewayServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            if self._relay is not None:
+                await self._relay.close_all()
             await self._server.wait_closed()
         if self.runtime is not None:
             await self.runtime.stop()
@@ -376,90 +386,3 @@ class GatewayServer:
             self.peers.pop(conn_id, None)
             peer.writer.cancel()  # the socket is closed: what is still queued cannot be delivered
             self._closed(conn_id, ws.close_code, ws.close_reason or "")
-
-    # --- proxy mode ------------------------------------------------------------------------------
-    async def _proxy_connection(self, ws: ServerConnection) -> None:
-        assert self.upstream is not None
-        conn_id = self._opened(ws)
-        try:
-            headers = {}
-            origin = None
-            user_agent = None
-            if ws.request is not None:
-                for name in _FORWARDED_HEADERS:
-                    value = ws.request.headers.get(name)
-                    if value is not None:
-                        headers[name] = value
-                origin = ws.request.headers.get("origin")
-                user_agent = ws.request.headers.get("user-agent")
-            # No X-Forwarded-For: the real gateway treats it as a proxied client from an untrusted proxy.
-            try:
-                upstream = await connect(
-                    self.upstream, additional_headers=headers, origin=origin,  # type: ignore[arg-type]
-                    user_agent_header=user_agent, max_size=self.max_size, compression=None, open_timeout=10,
-                )
-            except Exception as exc:
-                if self.feed is not None:
-                    self.feed.relay_error("Upstream gateway unreachable", {
-                        "upstream": self.telemetry.redactor.scrub(self.upstream),
-                        "error": f"{type(exc).__name__}: {exc}"})
-                await ws.close(1011, f"upstream gateway unavailable: {type(exc).__name__} {exc}"[:120])
-                return
-            async with upstream:
-                c2s = asyncio.create_task(self._pump_c2s(conn_id, ws, upstream))
-                s2c = asyncio.create_task(self._pump_s2c(conn_id, upstream, ws))
-                await asyncio.wait((c2s, s2c), return_when=asyncio.FIRST_COMPLETED)
-                if ws.close_code is not None or c2s.done():
-                    code, reason = close_args(ws)
-                    await upstream.close(code, reason)
-                else:
-                    code, reason = close_args(upstream)
-                    await ws.close(code, reason)
-                for task in (c2s, s2c):
-                    try:
-                        await asyncio.wait_for(task, 5.0)
-                    except (TimeoutError, ConnectionClosed):
-                        task.cancel()
-        finally:
-            self._closed(conn_id, ws.close_code, ws.close_reason or "")
-
-    async def _pump_c2s(self, conn_id: str, src: ServerConnection, dst: ClientConnection) -> None:
-        """Requests are parsed here, before they go on: the relay chooses their span's ids and puts its
-        `traceparent` in the frame; the observer starts the span with those ids.
-
-        The message is handed to the feed before it is sent, so that the observer always sees a request
-        before its response. A request larger than `max_observed_bytes` goes on unchanged (parsing it
-        here would delay it), without a traceparent for the upstream."""
-        feed = self.feed
-        limit = self.max_observed_bytes
-        try:
-            async for message in src:
-                if feed is None:
-                    await dst.send(message)
-                    continue
-                received = time.time_ns()
-                out = message
-                ids = None
-                if len(message) <= limit:
-                    try:
-                        frame = parse_frame(message)
-                    except FrameError:
-                        frame = None  # relayed as it is; the observer counts it
-                    if isinstance(frame, RequestFrame):
-                        traceparent, ids = request_ids(frame.traceparent)
-                        out = inject_traceparent(message, frame, traceparent)
-                feed.message(conn_id, "c2s", message, received, ids)
-                await dst.send(out)
-        except ConnectionClosed:
-            pass
-
-    async def _pump_s2c(self, conn_id: str, src: ClientConnection, dst: ServerConnection) -> None:
-        feed = self.feed
-        try:
-            async for message in src:
-                received = time.time_ns()
-                await dst.send(message)
-                if feed is not None:
-                    feed.message(conn_id, "s2c", message, received)
-        except ConnectionClosed:
-            pass
