@@ -1,0 +1,322 @@
+"""The proxy's byte relay, frame by frame: one scripted session against an upstream directly and through the
+proxy must give the client the identical frames (opcodes, fragments, bytes, pings, the close code and
+reason) and the upstream the identical frames but for the `traceparent` of complete request messages.
+
+Both ends are websockets' sans-I/O protocols over plain streams, so that what each receives is seen as
+frames, fragments and control frames included, and the client can send what a library client rarely does
+(a fragmented message with a ping between its fragments). Also: the answers the relay writes itself (no
+upgrade, an unreachable upstream) and its backpressure towards a client that does not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+from clawdbot_otel.gateway import GatewayServer
+from clawdbot_otel.testing import capture_telemetry
+
+pytestmark = pytest.mark.timeout(60)
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
+LIMIT = 1024  # the proxy's max_observed_bytes here: larger requests go on unparsed
+
+Seen = tuple[Opcode, bytes, bool]  # a frame as its receiver saw it: opcode, unmasked payload, fin
+
+
+def _seen(frame: Frame) -> Seen:
+    return frame.opcode, bytes(frame.data), frame.fin
+
+
+def _flush(protocol: ClientProtocol | ServerProtocol, writer: asyncio.StreamWriter) -> None:
+    for data in protocol.data_to_send():
+        if data:
+            writer.write(data)
+        elif writer.can_write_eof():
+            writer.write_eof()
+
+
+@dataclass
+class UpstreamConnection:
+    request: Request | None = None
+    response_head: bytes = b""
+    frames: list[Seen] = field(default_factory=list)
+
+
+class ScriptedUpstream:
+    """Records every frame each connection sends; on the text message `go` it sends SCRIPT."""
+
+    SCRIPT: tuple[tuple[str, bytes, bool], ...] = (
+        ("text", b'{"type":"event","event":"tick","payload":{"ts":1},"seq":1}', True),
+        ("text", b'{"type":"res","id":"1","ok":true,"payload":{"protocol":4}}', True),
+        ("text", b'{"type":"event",', False),  # a fragmented message
+        ("cont", b'"event":"agent","payload":{"text":"' + b"y" * 200, False),
+        ("cont", b'"},"seq":2}', True),
+        ("binary", bytes(range(256)) * 274, True),  # 70144 bytes: a 64-bit length
+        ("ping", b"srv", True),
+        ("text", b'{"type":"event","event":"big","payload":"' + b"z" * 5000 + b'"}', True),
+        ("text", b"done", True),
+    )
+
+    def __init__(self) -> None:
+        self.connections: list[UpstreamConnection] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = UpstreamConnection()
+        self.connections.append(conn)
+        protocol = ServerProtocol(max_size=None)
+        try:
+            while data := await reader.read(65536):
+                protocol.receive_data(data)
+                for event in protocol.events_received():
+                    if isinstance(event, Request):
+                        conn.request = event
+                        protocol.send_response(protocol.accept(event))
+                        conn.response_head = b"".join(protocol.data_to_send())
+                        writer.write(conn.response_head)
+                        continue
+                    conn.frames.append(_seen(event))
+                    if event.opcode is Opcode.TEXT and event.data == b"go":
+                        self._send_script(protocol)
+                _flush(protocol, writer)
+            protocol.receive_eof()
+        finally:
+            writer.close()
+
+    def _send_script(self, protocol: ServerProtocol) -> None:
+        send = {"text": protocol.send_text, "cont": protocol.send_continuation, "binary": protocol.send_binary}
+        for kind, data, fin in self.SCRIPT:
+            if kind == "ping":
+                protocol.send_ping(data)
+            else:
+                send[kind](data, fin=fin)
+
+
+@contextlib.asynccontextmanager
+async def scripted_upstream() -> AsyncIterator[ScriptedUpstream]:
+    upstream = ScriptedUpstream()
+    upstream.server = await asyncio.start_server(upstream._handle, "127.0.0.1", 0)
+    try:
+        yield upstream
+    finally:
+        upstream.server.close()
+        await upstream.server.wait_closed()
+
+
+@dataclass
+class Session:
+    key: str  # the client's Sec-WebSocket-Key
+    head: bytes  # the 101 as the client received it
+    frames: list[Seen]
+
+
+async def _scripted_session(url: str) -> Session:
+    """What the client does: requests with and without traceparent, text that is no JSON, binary, a
+    fragmented request with a ping between its fragments, a request over the observer's limit; then `go`,
+    everything the upstream sends, and a close with its own code and reason."""
+    uri = parse_uri(url)
+    reader, writer = await asyncio.open_connection(uri.host, uri.port)
+    protocol = ClientProtocol(uri, max_size=None)
+    request = protocol.connect()
+    request.headers["Authorization"] = "Bearer T"
+    request.headers["X-Forwarded-For"] = "203.0.113.9"  # never passed upstream
+    request.headers["X-Other"] = "not forwarded"
+    request.headers["Sec-WebSocket-Extensions"] = "permessage-deflate"  # dropped: frames stay readable
+    protocol.send_request(request)
+    _flush(protocol, writer)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await asyncio.wait_for(reader.read(65536), 10)
+    protocol.receive_data(head)
+    frames = [_seen(e) for e in protocol.events_received() if isinstance(e, Frame)]
+    assert protocol.handshake_exc is None, protocol.handshake_exc  # Sec-WebSocket-Accept checked
+
+    protocol.send_text(b'{"type":"req","id":"1","method":"health","params":{"probe":true}}')
+    protocol.send_text(json.dumps({"type": "req", "id": "2", "method": "agent", "traceparent": CLIENT_TRACEPARENT,
+                                   "params": {"message": "caf\u00e9"}}, ensure_ascii=False).encode())
+    protocol.send_text("not json \u00b7".encode())
+    protocol.send_binary(b"\x00\x01 binary stays binary")
+    protocol.send_text(b'{"type":"req",', fin=False)
+    protocol.send_ping(b"cli")
+    protocol.send_continuation(b'"id":"f","method":"health"', fin=False)
+    protocol.send_continuation(b"}", fin=True)
+    protocol.send_text(b'{"type":"req","id":"big","method":"chat.send","params":{"m":"' + b"x" * 5000 + b'"}}')
+    protocol.send_text(b"go")
+    _flush(protocol, writer)
+    closing = False
+    while data := await asyncio.wait_for(reader.read(65536), 10):
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            assert isinstance(event, Frame)
+            frames.append(_seen(event))
+            if event.opcode is Opcode.TEXT and event.data == b"done" and not closing:
+                closing = True
+                protocol.send_close(4001, "custom bye \u2713")
+        _flush(protocol, writer)
+    protocol.receive_eof()
+    writer.close()
+    return Session(request.headers["Sec-WebSocket-Key"], head[:head.index(b"\r\n\r\n") + 4], frames)
+
+
+async def test_the_relay_passes_frames_as_they_are_but_for_the_traceparent(tmp_path: Path) -> None:
+    async with scripted_upstream() as upstream:
+        upstream_url = upstream.url
+        direct = await _scripted_session(upstream_url)
+        with capture_telemetry() as cap:
+            proxy = GatewayServer(cap.telemetry, port=0, upstream=upstream.url, collectors=False,
+                                  monitor_upstream=False, workspace=tmp_path, max_observed_bytes=LIMIT)
+            async with proxy:
+                proxied = await _scripted_session(proxy.url)
+                for _ in range(200):  # the observer works from its queue
+                    if len(cap.spans_by_category("request")) >= 4:
+                        break
+                    await asyncio.sleep(0.02)
+            assert proxy.observer_errors == []
+    up_direct, up_proxied = upstream.connections
+
+    # the client: the same frames in the same order, fragments, pings, pongs and the close as they were
+    assert proxied.frames == direct.frames
+    assert direct.frames[-1] == (Opcode.CLOSE, (4001).to_bytes(2, "big") + "custom bye \u2713".encode(), True)
+    assert (Opcode.PONG, b"cli", True) in direct.frames and (Opcode.CONT, b'"},"seq":2}', True) in direct.frames
+    # ... and the upstream's own 101, byte for byte
+    assert proxied.head == up_proxied.response_head
+
+    # the upstream: the same frames, but for the traceparent of the complete requests
+    assert len(up_proxied.frames) == len(up_direct.frames) == 12
+    injected = {}
+    for sent, got in zip(up_direct.frames, up_proxied.frames, strict=True):
+        assert (sent[0], sent[2]) == (got[0], got[2])
+        if sent[1].startswith(b'{"type":"req","id":"1"') or sent[1].startswith(b'{"type": "req", "id": "2"'):
+            before, after = json.loads(sent[1]), json.loads(got[1])
+            injected[before["id"]] = after.pop("traceparent")
+            before.pop("traceparent", None)
+            assert after == before
+        else:
+            assert got == sent  # text, binary, fragments, a ping, the large request, the close: untouched
+    assert injected["2"].split("-")[1] == CLIENT_TRACE and injected["1"] != injected["2"]
+    assert (Opcode.CLOSE, (4001).to_bytes(2, "big") + "custom bye \u2713".encode(), True) == up_proxied.frames[-1]
+
+    # what went upstream of the handshake: the client's key and forwarded headers, nothing else
+    assert up_proxied.request is not None and up_direct.request is not None
+    headers = up_proxied.request.headers
+    assert headers["Sec-WebSocket-Key"] == proxied.key
+    assert headers["Authorization"] == "Bearer T"
+    assert headers["Host"] == upstream_url.removeprefix("ws://")
+    for name in ("X-Forwarded-For", "X-Other", "Sec-WebSocket-Extensions"):
+        assert name not in headers
+
+    # the observer saw the requests (fragmented and large ones too) and the response to "1"
+    spans = {s.attributes["clawdbot.request.id"]: s for s in cap.spans_by_category("request")}
+    assert set(spans) == {"1", "2", "f", "big"}
+    ours = spans["2"].context
+    assert injected["2"] == f"00-{ours.trace_id:032x}-{ours.span_id:016x}-01"
+    assert spans["1"].attributes["clawdbot.status"] == "success"
+
+
+async def test_no_upgrade_is_answered_426_and_an_unreachable_upstream_closes_1011(tmp_path: Path) -> None:
+    with capture_telemetry() as cap:
+        proxy = GatewayServer(cap.telemetry, port=0, upstream="ws://127.0.0.1:9", collectors=False,
+                              monitor_upstream=False, workspace=tmp_path)
+        async with proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+            assert answer.endswith(b"Failed to open a WebSocket connection: missing Connection header.\n\n"
+                                   b"You cannot access a WebSocket server directly with a browser. "
+                                   b"You need a WebSocket client.\n")
+            session = await _unreachable_session(proxy.url)
+    code, reason = int.from_bytes(session[1][:2], "big"), session[1][2:].decode()
+    assert session[0] is Opcode.CLOSE and code == 1011
+    assert reason.startswith("upstream gateway unavailable: ConnectionRefusedError")
+    (error,) = [line for line in cap.log_lines() if line["message"] == "Upstream gateway unreachable"]
+    assert error["metadata"]["upstream"] == "ws://127.0.0.1:9"
+
+
+async def _unreachable_session(url: str) -> Seen:
+    uri = parse_uri(url)
+    reader, writer = await asyncio.open_connection(uri.host, uri.port)
+    protocol = ClientProtocol(uri)
+    protocol.send_request(protocol.connect())
+    _flush(protocol, writer)
+    frames: list[Seen] = []
+    while data := await asyncio.wait_for(reader.read(65536), 15):
+        protocol.receive_data(data)
+        frames += [_seen(e) for e in protocol.events_received() if isinstance(e, Frame)]
+        _flush(protocol, writer)
+    writer.close()
+    assert protocol.handshake_exc is None  # the relay's own 101 carries a valid Sec-WebSocket-Accept
+    (frame,) = frames
+    return frame
+
+
+async def test_a_client_that_does_not_read_stops_the_upstream_not_fills_the_proxy(tmp_path: Path) -> None:
+    total = 96  # messages of 1 MiB the upstream tries to send
+    chunk = bytes(range(256)) * 4096
+    sent = 0
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        protocol = ServerProtocol(max_size=None)
+        protocol.receive_data(await reader.readuntil(b"\r\n\r\n"))
+        (request,) = protocol.events_received()
+        assert isinstance(request, Request)
+        protocol.send_response(protocol.accept(request))
+        _flush(protocol, writer)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(total):
+                protocol.send_binary(chunk)
+                _flush(protocol, writer)
+                await writer.drain()  # blocks while the proxy does not read
+                sent += 1
+        writer.close()
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0)
+    upstream_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    with capture_telemetry() as cap:
+        proxy = GatewayServer(cap.telemetry, port=0, upstream=upstream_url, collectors=False,
+                              monitor_upstream=False, workspace=tmp_path)
+        async with proxy:
+            uri = parse_uri(proxy.url)
+            reader, writer = await asyncio.open_connection(uri.host, uri.port, limit=1 << 20)
+            protocol = ClientProtocol(uri, max_size=None)
+            protocol.send_request(protocol.connect())
+            _flush(protocol, writer)
+            await asyncio.sleep(1.5)  # the client reads nothing meanwhile
+            assert proxy._relay is not None
+            (conn,) = proxy._relay.connections
+            assert conn.client is not None and conn.upstream is not None
+            buffered = conn.client.get_write_buffer_size() + conn.upstream.get_write_buffer_size()
+            stalled_at = sent
+            assert buffered < 2 << 20  # what the proxy holds: about one read past the high-water mark
+            assert stalled_at < total // 2  # the upstream was made to wait, not the proxy to buffer
+            received = 0
+            while received < total:  # now the client reads: every message arrives, whole
+                protocol.receive_data(await asyncio.wait_for(reader.read(1 << 20), 10))
+                for event in protocol.events_received():
+                    if isinstance(event, Frame):
+                        assert event.data == chunk
+                        received += 1
+            writer.close()
+    server.close()
+    await server.wait_closed()
+    assert sent == total
