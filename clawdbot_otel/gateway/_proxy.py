@@ -18,6 +18,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 from websockets.uri import parse_uri
 
@@ -291,10 +292,9 @@ class _Connection(asyncio.Protocol):
 
     # --- the client's TCP connection ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.client = transport
         self.relay.connections.add(self)
-        self._timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT_S, transport.abort)
+        self.client = cast(asyncio.Transport, transport)  # uvloop's is none of asyncio's classes
+        self._timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT_S, self.client.abort)
 
     def data_received(self, data: bytes) -> None:
         if self.state == _OPEN:

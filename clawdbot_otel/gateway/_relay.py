@@ -1,5 +1,4 @@
-"""What the proxy changes on the way through: a request's `traceparent`, and close codes that cannot be
-sent on as they came."""
+"""What the proxy changes on the way through: a request's `traceparent`."""
 
 from __future__ import annotations
 
@@ -7,15 +6,11 @@ import random
 import re
 
 import orjson
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.server import ServerConnection
 
 from clawdbot_otel.frames import RequestFrame
 
-__all__ = ["close_args", "inject_traceparent", "request_ids"]
+__all__ = ["inject_traceparent", "request_ids"]
 
-#: Close codes a peer may send (RFC 6455 7.4): others (1005, 1006, 1015) are facts, not codes to send.
-_SENDABLE = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 _TRACEPARENT_VALUE = re.compile(r"^[0-9A-Za-z-]{0,128}$")
 #: W3C trace context, as the OTel propagator reads it (version, trace id, span id, flags, future fields)
 _W3C = re.compile(r"^\s*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\s*$")
@@ -69,14 +64,3 @@ def inject_traceparent(message: str | bytes, frame: RequestFrame, traceparent: s
         if not out:
             out = orjson.dumps({**raw, "traceparent": traceparent}).decode()
     return out.encode() if isinstance(message, bytes) else out
-
-
-def close_args(conn: ServerConnection | ClientConnection) -> tuple[int, str]:
-    """The close code and reason to pass on to the other side of the relay."""
-    code = conn.close_code
-    reason = conn.close_reason or ""
-    if code is not None and (code in _SENDABLE or 3000 <= code <= 4999):
-        return code, reason
-    if code == 1005 or code is None:
-        return 1000, reason
-    return 1011, reason or "peer connection lost"

@@ -5,7 +5,8 @@ reason) and the upstream the identical frames but for the `traceparent` of compl
 Both ends are websockets' sans-I/O protocols over plain streams, so that what each receives is seen as
 frames, fragments and control frames included, and the client can send what a library client rarely does
 (a fragmented message with a ping between its fragments). Also: the answers the relay writes itself (no
-upgrade, an unreachable upstream) and its backpressure towards a client that does not read.
+upgrade, an unreachable upstream) and its backpressure towards a client that does not read. Each on the
+standard event loop and on uvloop (what `clawdbot-otel gateway` runs on), whose transports differ.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -33,7 +36,19 @@ CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
 LIMIT = 1024  # the proxy's max_observed_bytes here: larger requests go on unparsed
 
+Run = Callable[[Coroutine[Any, Any, None]], None]
 Seen = tuple[Opcode, bytes, bool]  # a frame as its receiver saw it: opcode, unmasked payload, fin
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """Runs a test's coroutine on a new loop of each kind, within 50 s (a hung loop defeats pytest's timeout)."""
+    runner = asyncio.run if request.param == "asyncio" else uvloop.run
+
+    def run(test: Coroutine[Any, Any, None]) -> None:
+        runner(asyncio.wait_for(test, 50))
+
+    return run
 
 
 def _seen(frame: Frame) -> Seen:
@@ -176,7 +191,11 @@ async def _scripted_session(url: str) -> Session:
     return Session(request.headers["Sec-WebSocket-Key"], head[:head.index(b"\r\n\r\n") + 4], frames)
 
 
-async def test_the_relay_passes_frames_as_they_are_but_for_the_traceparent(tmp_path: Path) -> None:
+def test_the_relay_passes_frames_as_they_are_but_for_the_traceparent(run: Run, tmp_path: Path) -> None:
+    run(_transparent(tmp_path))
+
+
+async def _transparent(tmp_path: Path) -> None:
     async with scripted_upstream() as upstream:
         upstream_url = upstream.url
         direct = await _scripted_session(upstream_url)
@@ -231,7 +250,11 @@ async def test_the_relay_passes_frames_as_they_are_but_for_the_traceparent(tmp_p
     assert spans["1"].attributes["clawdbot.status"] == "success"
 
 
-async def test_no_upgrade_is_answered_426_and_an_unreachable_upstream_closes_1011(tmp_path: Path) -> None:
+def test_no_upgrade_is_answered_426_and_an_unreachable_upstream_closes_1011(run: Run, tmp_path: Path) -> None:
+    run(_own_answers(tmp_path))
+
+
+async def _own_answers(tmp_path: Path) -> None:
     with capture_telemetry() as cap:
         proxy = GatewayServer(cap.telemetry, port=0, upstream="ws://127.0.0.1:9", collectors=False,
                               monitor_upstream=False, workspace=tmp_path)
@@ -269,7 +292,11 @@ async def _unreachable_session(url: str) -> Seen:
     return frame
 
 
-async def test_a_client_that_does_not_read_stops_the_upstream_not_fills_the_proxy(tmp_path: Path) -> None:
+def test_a_client_that_does_not_read_stops_the_upstream_not_fills_the_proxy(run: Run, tmp_path: Path) -> None:
+    run(_backpressure(tmp_path))
+
+
+async def _backpressure(tmp_path: Path) -> None:
     total = 96  # messages of 1 MiB the upstream tries to send
     chunk = bytes(range(256)) * 4096
     sent = 0
