@@ -1,9 +1,11 @@
 """The proxy relays every frame byte for byte (request frames gain only their `traceparent`), whatever the
-frames are: JSON of any shape, text that is no JSON, binary messages, requests with odd trace fields."""
+frames are: JSON of any shape, text that is no JSON, binary messages, requests with odd trace fields; and
+however TCP cuts the client's frames (fragments, pings, large requests, the close)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
 
 from clawdbot_otel.frames import FrameError, RequestFrame, parse_frame
 from clawdbot_otel.gateway import GatewayServer
 from clawdbot_otel.testing import capture_telemetry
+from tests.gateway.rawws import Seen, open_client, scripted_upstream
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -116,3 +121,75 @@ def test_the_relay_forwards_every_frame_byte_for_byte(tmp_path: Path, c2s: list[
         got = json.loads(arrived)
         assert isinstance(got.get("traceparent"), str) and got["traceparent"].startswith("00-")
         assert {**got, "traceparent": None} == expected  # every other field as sent, nested ones too
+
+
+# --- the byte relay's frame parser: any frames, cut anywhere by TCP -------------------------------------------
+_LIMIT = 256  # max_observed_bytes here: larger requests pass unparsed
+frame_plans = st.lists(st.one_of(
+    st.tuples(st.just("message"), messages, st.integers(min_value=1, max_value=3)),  # in 1 to 3 fragments
+    st.tuples(st.just("message"), requests(), st.just(1)),
+    st.tuples(st.just("large"), st.integers(min_value=_LIMIT, max_value=70_000), st.just(1)),
+    st.tuples(st.just("ping"), st.binary(max_size=125), st.just(1)),
+), min_size=1, max_size=8)
+
+
+def _send_plan(protocol: ClientProtocol, plan: list[tuple[str, Any, int]]) -> list[Seen]:
+    """Queue the plan's frames on the client; what the upstream must receive, request bodies as JSON."""
+    expected: list[Seen] = []
+    for kind, value, fragments in plan:
+        if kind == "ping":
+            protocol.send_ping(value)
+            expected.append((Opcode.PING, value, True))
+            continue
+        if kind == "large":
+            value = json.dumps({"type": "req", "id": "L", "method": "x", "params": "p" * value})
+        data = value.encode() if isinstance(value, str) else value
+        opcode = Opcode.TEXT if isinstance(value, str) else Opcode.BINARY
+        cuts = [len(data) * i // fragments for i in range(fragments + 1)]
+        for i in range(fragments):
+            part, fin = data[cuts[i]:cuts[i + 1]], i == fragments - 1
+            if i == 0:
+                (protocol.send_text if opcode is Opcode.TEXT else protocol.send_binary)(part, fin=fin)
+            else:
+                protocol.send_continuation(part, fin=fin)
+            expected.append((opcode if i == 0 else Opcode.CONT, part, fin))
+    return expected
+
+
+async def _through_the_byte_relay(tmp: Path, plan: list[tuple[str, Any, int]], cuts: list[int]) -> None:
+    async with scripted_upstream() as upstream:
+        with capture_telemetry(strict=False) as cap:
+            server = GatewayServer(cap.telemetry, port=0, upstream=upstream.url, monitor_upstream=False,
+                                   collectors=False, workspace=tmp, max_observed_bytes=_LIMIT)
+            async with server:
+                client = await open_client(server.url)
+                expected = _send_plan(client.protocol, plan)
+                client.protocol.send_close(4321, "fuzz")
+                stream = b"".join(client.protocol.data_to_send())
+                bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+                for start, end in itertools.pairwise(bounds):  # each piece its own TCP segment, mostly
+                    client.writer.write(stream[start:end])
+                    await client.writer.drain()
+                    await asyncio.sleep(0.001)
+                while await asyncio.wait_for(client.reader.read(65536), 10):
+                    pass  # until the upstream's echo of the close and the end
+                client.writer.close()
+            assert server.observer_errors == []
+    (conn,) = upstream.connections
+    expected.append((Opcode.CLOSE, (4321).to_bytes(2, "big") + b"fuzz", True))
+    assert len(conn.frames) == len(expected)
+    for want, got in zip(expected, conn.frames, strict=True):
+        assert (got[0], got[2]) == (want[0], want[2])
+        single = want[0] in (Opcode.TEXT, Opcode.BINARY) and want[2] and len(want[1]) <= _LIMIT
+        if single and _with_traceparent(want[1]) is not None:  # a request: only its traceparent is new
+            arrived = json.loads(got[1])
+            assert isinstance(arrived.get("traceparent"), str) and arrived["traceparent"].startswith("00-")
+            assert {**arrived, "traceparent": None} == _with_traceparent(want[1])
+        else:
+            assert got[1] == want[1]
+
+
+@given(frame_plans, st.lists(st.integers(min_value=0), min_size=2, max_size=16))
+def test_the_byte_relay_parses_frames_cut_anywhere(tmp_path: Path, plan: list[tuple[str, Any, int]],
+                                                   cuts: list[int]) -> None:
+    asyncio.run(_through_the_byte_relay(tmp_path, plan, cuts))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from websockets.uri import parse_uri
 from clawdbot_otel.gateway import GatewayServer
 from clawdbot_otel.testing import capture_telemetry
 
+from .rawws import Seen, flush, open_client, scripted_upstream, seen
+
 pytestmark = pytest.mark.timeout(60)
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -37,7 +39,6 @@ CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
 LIMIT = 1024  # the proxy's max_observed_bytes here: larger requests go on unparsed
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
-Seen = tuple[Opcode, bytes, bool]  # a frame as its receiver saw it: opcode, unmasked payload, fin
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -51,91 +52,6 @@ def run(request: pytest.FixtureRequest) -> Run:
     return run
 
 
-def _seen(frame: Frame) -> Seen:
-    return frame.opcode, bytes(frame.data), frame.fin
-
-
-def _flush(protocol: ClientProtocol | ServerProtocol, writer: asyncio.StreamWriter) -> None:
-    for data in protocol.data_to_send():
-        if data:
-            writer.write(data)
-        elif writer.can_write_eof():
-            writer.write_eof()
-
-
-@dataclass
-class UpstreamConnection:
-    request: Request | None = None
-    response_head: bytes = b""
-    frames: list[Seen] = field(default_factory=list)
-
-
-class ScriptedUpstream:
-    """Records every frame each connection sends; on the text message `go` it sends SCRIPT."""
-
-    SCRIPT: tuple[tuple[str, bytes, bool], ...] = (
-        ("text", b'{"type":"event","event":"tick","payload":{"ts":1},"seq":1}', True),
-        ("text", b'{"type":"res","id":"1","ok":true,"payload":{"protocol":4}}', True),
-        ("text", b'{"type":"event",', False),  # a fragmented message
-        ("cont", b'"event":"agent","payload":{"text":"' + b"y" * 200, False),
-        ("cont", b'"},"seq":2}', True),
-        ("binary", bytes(range(256)) * 274, True),  # 70144 bytes: a 64-bit length
-        ("ping", b"srv", True),
-        ("text", b'{"type":"event","event":"big","payload":"' + b"z" * 5000 + b'"}', True),
-        ("text", b"done", True),
-    )
-
-    def __init__(self) -> None:
-        self.connections: list[UpstreamConnection] = []
-        self.server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = UpstreamConnection()
-        self.connections.append(conn)
-        protocol = ServerProtocol(max_size=None)
-        try:
-            while data := await reader.read(65536):
-                protocol.receive_data(data)
-                for event in protocol.events_received():
-                    if isinstance(event, Request):
-                        conn.request = event
-                        protocol.send_response(protocol.accept(event))
-                        conn.response_head = b"".join(protocol.data_to_send())
-                        writer.write(conn.response_head)
-                        continue
-                    conn.frames.append(_seen(event))
-                    if event.opcode is Opcode.TEXT and event.data == b"go":
-                        self._send_script(protocol)
-                _flush(protocol, writer)
-            protocol.receive_eof()
-        finally:
-            writer.close()
-
-    def _send_script(self, protocol: ServerProtocol) -> None:
-        send = {"text": protocol.send_text, "cont": protocol.send_continuation, "binary": protocol.send_binary}
-        for kind, data, fin in self.SCRIPT:
-            if kind == "ping":
-                protocol.send_ping(data)
-            else:
-                send[kind](data, fin=fin)
-
-
-@contextlib.asynccontextmanager
-async def scripted_upstream() -> AsyncIterator[ScriptedUpstream]:
-    upstream = ScriptedUpstream()
-    upstream.server = await asyncio.start_server(upstream._handle, "127.0.0.1", 0)
-    try:
-        yield upstream
-    finally:
-        upstream.server.close()
-        await upstream.server.wait_closed()
-
-
 @dataclass
 class Session:
     key: str  # the client's Sec-WebSocket-Key
@@ -147,23 +63,13 @@ async def _scripted_session(url: str) -> Session:
     """What the client does: requests with and without traceparent, text that is no JSON, binary, a
     fragmented request with a ping between its fragments, a request over the observer's limit; then `go`,
     everything the upstream sends, and a close with its own code and reason."""
-    uri = parse_uri(url)
-    reader, writer = await asyncio.open_connection(uri.host, uri.port)
-    protocol = ClientProtocol(uri, max_size=None)
-    request = protocol.connect()
-    request.headers["Authorization"] = "Bearer T"
-    request.headers["X-Forwarded-For"] = "203.0.113.9"  # never passed upstream
-    request.headers["X-Other"] = "not forwarded"
-    request.headers["Sec-WebSocket-Extensions"] = "permessage-deflate"  # dropped: frames stay readable
-    protocol.send_request(request)
-    _flush(protocol, writer)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await asyncio.wait_for(reader.read(65536), 10)
-    protocol.receive_data(head)
-    frames = [_seen(e) for e in protocol.events_received() if isinstance(e, Frame)]
-    assert protocol.handshake_exc is None, protocol.handshake_exc  # Sec-WebSocket-Accept checked
-
+    client = await open_client(url, {
+        "Authorization": "Bearer T",
+        "X-Forwarded-For": "203.0.113.9",  # never passed upstream
+        "X-Other": "not forwarded",
+        "Sec-WebSocket-Extensions": "permessage-deflate",  # dropped: frames stay readable
+    })
+    reader, writer, protocol, frames = client.reader, client.writer, client.protocol, client.frames
     protocol.send_text(b'{"type":"req","id":"1","method":"health","params":{"probe":true}}')
     protocol.send_text(json.dumps({"type": "req", "id": "2", "method": "agent", "traceparent": CLIENT_TRACEPARENT,
                                    "params": {"message": "caf\u00e9"}}, ensure_ascii=False).encode())
@@ -175,20 +81,20 @@ async def _scripted_session(url: str) -> Session:
     protocol.send_continuation(b"}", fin=True)
     protocol.send_text(b'{"type":"req","id":"big","method":"chat.send","params":{"m":"' + b"x" * 5000 + b'"}}')
     protocol.send_text(b"go")
-    _flush(protocol, writer)
+    flush(protocol, writer)
     closing = False
     while data := await asyncio.wait_for(reader.read(65536), 10):
         protocol.receive_data(data)
         for event in protocol.events_received():
             assert isinstance(event, Frame)
-            frames.append(_seen(event))
+            frames.append(seen(event))
             if event.opcode is Opcode.TEXT and event.data == b"done" and not closing:
                 closing = True
                 protocol.send_close(4001, "custom bye \u2713")
-        _flush(protocol, writer)
+        flush(protocol, writer)
     protocol.receive_eof()
     writer.close()
-    return Session(request.headers["Sec-WebSocket-Key"], head[:head.index(b"\r\n\r\n") + 4], frames)
+    return Session(client.key, client.head, frames)
 
 
 def test_the_relay_passes_frames_as_they_are_but_for_the_traceparent(run: Run, tmp_path: Path) -> None:
@@ -280,12 +186,12 @@ async def _unreachable_session(url: str) -> Seen:
     reader, writer = await asyncio.open_connection(uri.host, uri.port)
     protocol = ClientProtocol(uri)
     protocol.send_request(protocol.connect())
-    _flush(protocol, writer)
+    flush(protocol, writer)
     frames: list[Seen] = []
     while data := await asyncio.wait_for(reader.read(65536), 15):
         protocol.receive_data(data)
-        frames += [_seen(e) for e in protocol.events_received() if isinstance(e, Frame)]
-        _flush(protocol, writer)
+        frames += [seen(e) for e in protocol.events_received() if isinstance(e, Frame)]
+        flush(protocol, writer)
     writer.close()
     assert protocol.handshake_exc is None  # the relay's own 101 carries a valid Sec-WebSocket-Accept
     (frame,) = frames
@@ -308,11 +214,11 @@ async def _backpressure(tmp_path: Path) -> None:
         (request,) = protocol.events_received()
         assert isinstance(request, Request)
         protocol.send_response(protocol.accept(request))
-        _flush(protocol, writer)
+        flush(protocol, writer)
         with contextlib.suppress(ConnectionError):
             for _ in range(total):
                 protocol.send_binary(chunk)
-                _flush(protocol, writer)
+                flush(protocol, writer)
                 await writer.drain()  # blocks while the proxy does not read
                 sent += 1
         writer.close()
@@ -327,7 +233,7 @@ async def _backpressure(tmp_path: Path) -> None:
             reader, writer = await asyncio.open_connection(uri.host, uri.port, limit=1 << 20)
             protocol = ClientProtocol(uri, max_size=None)
             protocol.send_request(protocol.connect())
-            _flush(protocol, writer)
+            flush(protocol, writer)
             await asyncio.sleep(1.5)  # the client reads nothing meanwhile
             assert proxy._relay is not None
             (conn,) = proxy._relay.connections
