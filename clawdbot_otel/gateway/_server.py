@@ -49,7 +49,7 @@ from ._relay import inject_traceparent
 __all__ = ["GatewayServer", "inject_traceparent"]
 
 _NS = 1_000_000_000
-#: Handshake headers worth recording on request spans (redacted) and passing upstream.
+#: Handshake headers worth recording on request spans (redacted).
 _RECORDED_HEADERS = ("user-agent", "origin", "authorization", "x-forwarded-for")
 #: What the proxy passes upstream of the client's handshake. No X-Forwarded-For: the real gateway treats
 #: it as a proxied client from an untrusted proxy.

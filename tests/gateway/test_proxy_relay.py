@@ -253,3 +253,20 @@ async def _backpressure(tmp_path: Path) -> None:
     server.close()
     await server.wait_closed()
     assert sent == total
+
+
+async def test_messages_over_max_size_are_relayed_and_counted_not_observed(tmp_path: Path) -> None:
+    async with scripted_upstream() as upstream:
+        direct = await _scripted_session(upstream.url)
+        with capture_telemetry() as cap:
+            proxy = GatewayServer(cap.telemetry, port=0, upstream=upstream.url, collectors=False,
+                                  monitor_upstream=False, workspace=tmp_path, max_observed_bytes=LIMIT, max_size=4096)
+            async with proxy:
+                proxied = await _scripted_session(proxy.url)
+                await asyncio.sleep(0.2)
+    assert proxied.frames == direct.frames  # the relay refuses nothing
+    assert len(upstream.connections[1].frames) == len(upstream.connections[0].frames)
+    # the 5000-byte request, the 5000-byte event and the 70144-byte binary message: not assembled
+    lost = {p.attributes["reason"]: p.value for p in cap.metric_points("clawdbot_otel.source_errors")}
+    assert lost["message_too_large"] == 3
+    assert {s.attributes["clawdbot.request.id"] for s in cap.spans_by_category("request")} == {"1", "2", "f"}
