@@ -70,7 +70,7 @@ async def _scripted_session(url: str) -> Session:
         "Sec-WebSocket-Extensions": "permessage-deflate",  # dropped: frames stay readable
     })
     reader, writer, protocol, frames = client.reader, client.writer, client.protocol, client.frames
-    protocol.send_text(b'{"type":"req","id":"1","method":"health","params":{"probe":true}}')
+    protocol.send_text(b'{"type":"req","id":"1","method":"status","params":{"probe":true}}')
     protocol.send_text(json.dumps({"type": "req", "id": "2", "method": "agent", "traceparent": CLIENT_TRACEPARENT,
                                    "params": {"message": "caf\u00e9"}}, ensure_ascii=False).encode())
     protocol.send_text("not json \u00b7".encode())
