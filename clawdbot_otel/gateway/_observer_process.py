@@ -5,15 +5,18 @@ could take the GIL from its event loop.
 The relay (`ProcessFeed`) writes records to the child's stdin, a few milliseconds' worth per write:
 
     record := kind u8 | connection u32 | received ns i64 | length u32 | payload
-    kinds  := CONFIG (first, JSON) | OPEN (JSON id, headers) | CLOSE (JSON code, reason)
+    kinds  := CONFIG (first, JSON) | OPEN (JSON id, headers) | CLOSE (JSON code, reason, ns the relay saw it)
             | MESSAGE with flags S2C, BINARY, IDS (payload: [trace id u128, span id u64] + the frame's bytes)
+            | STREAM with flags S2C, GAP (payload: one read of the upstream's WebSocket bytes, as it came;
+              the child cuts the messages out of them, `_ws_messages`; GAP: reads before it were lost)
             | ERROR (JSON message, metadata: an error of the relay itself) | LOST (JSON {reason: count})
 
 Bounded: past `max_buffer_bytes` waiting to be written, messages are dropped and counted
-(`observer_queue_full`), never the frames. The child flushes and exits at the end of its input (the
-gateway stops, or dies). When the child dies, the relay goes on; it restarts the child (with a growing
-delay), tells it the connections still open, and the messages that could not be handed over meanwhile
-are counted (`observer_process_restart`).
+(`observer_queue_full`), never the frames. After a STREAM read dropped so (or lost in a restart) the
+connection's next one carries GAP: the child skips reads (`stream_gap`) until one is whole frames, and cuts
+from there. The child flushes and exits at the end of its input (the gateway stops, or dies). When the child
+dies, the relay goes on; it restarts the child (with a growing delay), tells it the connections still open,
+and the messages that could not be handed over meanwhile are counted (`observer_process_restart`).
 
     python -m clawdbot_otel.gateway._observer_main   # what ProcessFeed starts; reads stdin
 """
@@ -41,6 +44,7 @@ _HEAD = struct.Struct("<BIqI")
 _IDS = struct.Struct("<QQQ")
 CONFIG, OPEN, CLOSE, ERROR, LOST = 1, 2, 3, 4, 5
 MESSAGE, S2C, BINARY, IDS = 16, 1, 2, 4  # MESSAGE | flags
+STREAM, GAP = 32, 2  # STREAM | S2C | GAP
 RESTART_LOST = "observer_process_restart"
 #: The observer process yields the CPU to the relay (and to the gateway it relays to, when on this host):
 #: under load it falls behind and catches up when there is CPU to spare; past the buffer's bound its
@@ -72,6 +76,7 @@ class ProcessFeed:
         self._conns: dict[str, tuple[int, Mapping[str, str]]] = {}
         self._next_conn = 0
         self._lost: dict[str, int] = {}
+        self._gapped: set[str] = set()  # connections whose upstream stream lost a read since the last one sent
         self._down = False  # the child died and is not back yet
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -123,6 +128,7 @@ class ProcessFeed:
             started = time.monotonic()
             code = await self.proc.wait()
             self._writer, self._down = None, True
+            self._gapped.update(self._conns)  # their streams' buffered reads are gone
             self.lost(RESTART_LOST, self._buffered)
             self._buf.clear()
             self._buffered = 0
@@ -143,26 +149,48 @@ class ProcessFeed:
         self._conns[conn_id] = (self._next_conn, headers)
         self._record(OPEN, self._next_conn, 0, orjson.dumps([conn_id, headers]))
 
-    def closed(self, conn_id: str, code: int | None, reason: str) -> None:
+    def closed(self, conn_id: str, code: int | None, reason: str, closed_ns: int = 0) -> None:
         conn = self._conns.pop(conn_id, None)
+        self._gapped.discard(conn_id)
         if conn is not None:
-            self._record(CLOSE, conn[0], 0, orjson.dumps([code, reason]))
+            self._record(CLOSE, conn[0], 0, orjson.dumps([code, reason, closed_ns]))
 
     def relay_error(self, message: str, metadata: Mapping[str, Any]) -> None:
         self._record(ERROR, 0, 0, orjson.dumps([message, metadata], default=str))
 
-    def message(self, conn_id: str, direction: str, message: str | bytes, received_ns: int,
-                ids: Ids | None = None) -> None:
-        if self._down:
-            self.lost(RESTART_LOST, 1)
-            return
+    def stream(self, conn_id: str, direction: str, data: bytes, received_ns: int) -> None:
         conn = self._conns.get(conn_id)
         if conn is None:
             return
+        if self._full():
+            self._gapped.add(conn_id)
+            return
+        kind = STREAM | S2C
+        if conn_id in self._gapped:
+            self._gapped.discard(conn_id)
+            kind |= GAP
+        buf = self._buf
+        buf += _HEAD.pack(kind, conn[0], received_ns, len(data))
+        buf += data
+        self._buffered += 1
+        self._wrote()
+
+    def _full(self) -> bool:
+        """The child is restarting or falls behind: an observation is lost (counted), never the frame."""
+        if self._down:
+            self.lost(RESTART_LOST, 1)
+            return True
         writer = self._writer
         waiting = len(self._buf) + (writer.transport.get_write_buffer_size() if writer is not None else 0)
         if waiting > self.max_buffer_bytes:
-            self.lost(QUEUE_FULL, 1)  # the child falls behind: lose the observation, never the frame
+            self.lost(QUEUE_FULL, 1)
+            return True
+        return False
+
+    def message(self, conn_id: str, direction: str, message: str | bytes, received_ns: int,
+                ids: Ids | None = None) -> None:
+        conn = self._conns.get(conn_id)
+        if conn is None or self._full():
             return
         kind = MESSAGE | (S2C if direction == "s2c" else 0)
         if isinstance(message, str):
@@ -242,7 +270,16 @@ async def _read_records(reader: asyncio.StreamReader, consumer: FrameConsumer) -
             if end > size:
                 break
             offset = end
-            if kind & MESSAGE:
+            if kind & STREAM:
+                conn_id = conns.get(number)
+                if conn_id is None:
+                    continue
+                for cut in consumer.stream_cut(conn_id, bytes(buf[start:end]), received, bool(kind & GAP)):
+                    if len(cut) <= largest:
+                        consumer.message_now(conn_id, "s2c", cut, received)
+                    else:
+                        await consumer.message(conn_id, "s2c", cut, received)
+            elif kind & MESSAGE:
                 conn_id = conns.get(number)
                 if conn_id is None:
                     continue
@@ -272,8 +309,8 @@ def _control(kind: int, number: int, payload: bytes, conns: dict[int, str], cons
     elif kind == CLOSE:
         conn_id = conns.pop(number, None)
         if conn_id is not None:
-            code, reason = orjson.loads(payload)
-            consumer.closed(conn_id, code, reason)
+            code, reason, closed_ns = orjson.loads(payload)
+            consumer.closed(conn_id, code, reason, closed_ns)
     elif kind == ERROR:
         message_text, metadata = orjson.loads(payload)
         consumer.relay_error(message_text, metadata)
@@ -297,7 +334,8 @@ async def _serve(config: Mapping[str, Any], reader: asyncio.StreamReader) -> Non
     from_frames = config["scheduler_from_frames"]
     observer = FrameObserver(telemetry, run_timeout_s=config["run_timeout_s"], count_cron=from_frames,
                              count_tasks=from_frames)
-    consumer = FrameConsumer(telemetry, observer, max_observed_bytes=config["max_observed_bytes"])
+    consumer = FrameConsumer(telemetry, observer, max_observed_bytes=config["max_observed_bytes"],
+                             max_message_bytes=config["max_message_bytes"])
     monitor = (UpstreamMonitor(telemetry, config["upstream"], config.get("upstream_token"))
                if config["monitor_upstream"] else None)
     state = config.get("openclaw_state")

@@ -2,7 +2,8 @@
 parsed only as far as the observer and the trace context need (docs/proxy-relay.md).
 
 After the opening handshake (`_handshake`), what the upstream sends is written to the client as it
-arrives; beside it, with an observer, an incremental parser cuts the messages out for the feed. What
+arrives; beside it, with an observer, each read goes to the feed unparsed (`FrameFeed.stream`: the
+observer's side cuts the messages out, `_ws_messages`). What
 the client sends goes on as it arrives too, except a complete, unfragmented message of at most
 `max_observed_bytes`: it is held until whole, and when it is a request frame the relay chooses its
 span's ids, puts its `traceparent` in it, masks it again with the client's key and rewrites the length.
@@ -37,11 +38,7 @@ from ._handshake import (
     upstream_request,
 )
 from ._relay import inject_traceparent, request_ids
-
-try:  # websockets' C code; its pure-Python twin when the build has no extension
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover
-    from websockets.utils import apply_mask
+from ._ws_messages import MessageCutter, apply_mask, close_status
 
 __all__ = ["ProxyRelay"]
 
@@ -49,9 +46,7 @@ __all__ = ["ProxyRelay"]
 OPEN_TIMEOUT_S = 10.0
 #: Time a closing side has to take what was still buffered for it before its TCP connection is cut.
 CLOSE_TIMEOUT_S = 10.0
-_FIN, _MASKED = 0x80, 0x80
-_TEXT, _BINARY, _CLOSE, _CONTROL = 1, 2, 8, 8
-_NO_STATUS, _ABNORMAL = 1005, 1006
+_MASKED, _CONTROL = 0x80, 8
 _HANDSHAKE, _CONNECTING, _OPEN, _REFUSED = range(4)
 
 
@@ -104,115 +99,23 @@ def _header(b0: int, length: int, mask: bytes | None) -> bytes:
     return head + mask if mask is not None else head
 
 
-class _Frames:
-    """One direction's frames, cut out of the bytes as they pass, for the feed.
+class _Frames(MessageCutter):
+    """What the client sends, cut out of the bytes as they pass, written to the upstream (`out`), fed.
 
-    c2s (`out` is the upstream): the bytes are written here; a control frame or a complete unfragmented
-    data message of at most `max_observed_bytes` is held until whole (a request is rewritten), any other
-    frame goes on as it comes. s2c (`out` None): the bytes were already written; this only reads them."""
+    A request is rewritten (its span ids chosen, its `traceparent` put in) and fed before it goes on."""
 
-    __slots__ = ("_b0", "_held", "_left", "_mask", "_need", "_parts", "_pieces", "_size", "_too_large",
-                 "conn", "direction", "feed", "limit", "max_message", "out")
+    __slots__ = ("conn", "feed")
 
-    def __init__(self, conn: _Connection, feed: FrameFeed, direction: str, out: asyncio.Transport | None) -> None:
+    def __init__(self, conn: _Connection, feed: FrameFeed, out: asyncio.Transport) -> None:
+        super().__init__(conn.relay.max_message_bytes, out, conn.relay.max_observed_bytes)
         self.conn = conn
         self.feed = feed
-        self.direction = direction
-        self.out = out
-        self.limit = conn.relay.max_observed_bytes
-        self.max_message = conn.relay.max_message_bytes
-        self._held: bytearray | None = None  # an incomplete header, or a frame held until whole
-        self._need = 0  # bytes _held must reach
-        self._left = 0  # payload bytes still to come of the frame passing through
-        self._b0 = 0  # that frame's first byte, mask key and payload so far (None: not kept)
-        self._mask: bytes | None = None
-        self._pieces: list[bytes] | None = None
-        self._parts: list[bytes] | None = None  # the data message being assembled; None between messages
-        self._size = 0
-        self._too_large = False
-
-    def received(self, data: bytes) -> None:
-        held = self._held
-        if held is not None:
-            held += data
-            if len(held) < self._need:
-                return
-            data = bytes(held)
-            self._held = None
-        out: list[bytes] | None = [] if self.out is not None else None
-        limit = self.limit
-        n = len(data)
-        pos = mark = 0  # c2s: data[mark:pos] goes on unchanged
-        stop = n
-        while pos < n:
-            left = self._left
-            if left:
-                end = min(n, pos + left)
-                if self._pieces is not None:
-                    self._pieces.append(data[pos:end])
-                self._left = left - (end - pos)
-                pos = end
-                if not self._left:
-                    self._streamed()
-                continue
-            if n - pos < 2:
-                stop = self._hold(data, pos, 2)
-                break
-            b0, b1 = data[pos], data[pos + 1]
-            length = b1 & 0x7F
-            hlen = (6 if b1 & _MASKED else 2) + (2 if length == 126 else 8 if length == 127 else 0)
-            if n - pos < hlen:
-                stop = self._hold(data, pos, hlen)
-                break
-            if length >= 126:
-                length = int.from_bytes(data[pos + 2:pos + (4 if length == 126 else 10)], "big")
-            mask = data[pos + hlen - 4:pos + hlen] if b1 & _MASKED else None
-            opcode = b0 & 0x0F
-            total = hlen + length
-            whole = n - pos >= total
-            if out is not None and ((opcode >= _CONTROL and length <= 125)
-                                    or (b0 & _FIN and opcode in (_TEXT, _BINARY) and length <= limit)):
-                if not whole:
-                    stop = self._hold(data, pos, total)
-                    break
-                new = self._frame(b0, mask, data[pos + hlen:pos + total])
-                if new is not None:
-                    if pos > mark:
-                        out.append(data[mark:pos])
-                    out.append(new)
-                    mark = pos + total
-                pos += total
-                continue
-            if whole and out is None:
-                self._frame(b0, mask, data[pos + hlen:pos + total])
-                pos += total
-                continue
-            self._start(b0, mask, length)
-            pos += hlen
-            if not length:
-                self._streamed()
-        if out is not None and self.out is not None:
-            if stop > mark:
-                out.append(data if mark == 0 and stop == n else data[mark:stop])
-            if out:
-                self.out.write(out[0] if len(out) == 1 else b"".join(out))
-
-    def _hold(self, data: bytes, pos: int, need: int) -> int:
-        self._held = bytearray(memoryview(data)[pos:])
-        self._need = need
-        return pos
 
     def _frame(self, b0: int, mask: bytes | None, payload: bytes) -> bytes | None:
-        """A frame whose payload is here whole; c2s: what goes on instead of it (None: itself)."""
+        if b0 & 0x0F >= _CONTROL:
+            return super()._frame(b0, mask, payload)
         if mask is not None:
             payload = apply_mask(payload, mask)
-        if b0 & 0x0F >= _CONTROL:
-            if b0 & 0x0F == _CLOSE:
-                self.conn.closing(payload)
-            return None
-        if self.out is None:
-            self._data(b0, payload)
-            return None
         ids = None
         new = None
         try:
@@ -228,47 +131,14 @@ class _Frames:
         self.feed.message(self.conn.conn_id, "c2s", payload, time.time_ns(), ids)
         return new
 
-    def _start(self, b0: int, mask: bytes | None, length: int) -> None:
-        """A frame that passes through as it comes: its payload is kept if the message is to be observed."""
-        opcode = b0 & 0x0F
-        size = self._size if opcode == 0 else 0
-        keep = opcode < _CONTROL and not (opcode == 0 and self._too_large) and (
-            self.max_message is None or size + length <= self.max_message)
-        self._b0, self._mask, self._left = b0, mask, length
-        self._pieces = [] if keep else None
+    def _message(self, message: bytes | None) -> None:
+        if message is None:
+            self.feed.lost(TOO_LARGE, 1)
+        else:
+            self.feed.message(self.conn.conn_id, "c2s", message, time.time_ns())
 
-    def _streamed(self) -> None:
-        pieces = self._pieces
-        self._pieces = None
-        if self._b0 & 0x0F >= _CONTROL:
-            return  # a control frame over 125 bytes: the receiver's to refuse
-        payload = None
-        if pieces is not None:
-            payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            if self._mask is not None:
-                payload = apply_mask(payload, self._mask)
-        self._data(self._b0, payload)
-
-    def _data(self, b0: int, payload: bytes | None) -> None:
-        """A data frame's payload (None: not kept, the message is too large to observe)."""
-        if b0 & 0x0F:
-            self._parts, self._size, self._too_large = [], 0, False
-        elif self._parts is None:
-            return  # a continuation of no message: the receiver's to refuse
-        parts = self._parts
-        if payload is None or (self.max_message is not None and self._size + len(payload) > self.max_message):
-            self._too_large = True
-            parts.clear()
-        elif not self._too_large:
-            parts.append(payload)
-            self._size += len(payload)
-        if b0 & _FIN:
-            self._parts = None
-            if self._too_large:
-                self.feed.lost(TOO_LARGE, 1)
-            else:
-                message = parts[0] if len(parts) == 1 else b"".join(parts)
-                self.feed.message(self.conn.conn_id, self.direction, message, time.time_ns())
+    def _closing(self, payload: bytes) -> None:
+        self.conn.closing(payload)
 
 
 class _Connection(asyncio.Protocol):
@@ -280,12 +150,13 @@ class _Connection(asyncio.Protocol):
         self.state = _HANDSHAKE
         self.client: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
-        self.close_code: int | None = None
+        self.close_code: int | None = None  # the first close frame the relay saw (client to upstream)
         self.close_reason = ""
+        self.close_ns = 0  # when it passed
         self._head = bytearray()
         self._early = b""  # what the client sent after its request, before the upstream's 101
         self._c2s: _Frames | None = None
-        self._s2c: _Frames | None = None
+        self._s2c: FrameFeed | None = None  # the feed the upstream's bytes go to, unparsed
         self._timer: asyncio.TimerHandle | None = None
         self._connect: asyncio.Task[None] | None = None
         self._reported = False
@@ -393,8 +264,8 @@ class _Connection(asyncio.Protocol):
         client.write(head)
         feed = relay.feed
         if feed is not None:
-            self._c2s = _Frames(self, feed, "c2s", transport)
-            self._s2c = _Frames(self, feed, "s2c", None)
+            self._c2s = _Frames(self, feed, transport)
+            self._s2c = feed
         rest, side.pending = b"".join(side.pending), []
         if rest:
             self.upstream_data(rest)
@@ -411,7 +282,7 @@ class _Connection(asyncio.Protocol):
             relay.feed.relay_error("Upstream gateway unreachable", {
                 "upstream": relay.scrub(relay.upstream), "error": error})
         reason = f"upstream gateway unavailable: {type(exc).__name__} {exc}"[:120]
-        self.close_code, self.close_reason = 1011, reason
+        self.close_code, self.close_reason, self.close_ns = 1011, reason, time.time_ns()
         self.state = _REFUSED
         client = self.client
         assert client is not None
@@ -427,26 +298,26 @@ class _Connection(asyncio.Protocol):
         if client.is_closing():
             return
         client.write(data)
-        if self._s2c is not None:
-            self._s2c.received(data)
+        if self._s2c is not None:  # after the write: the observer cuts the messages out, not the relay
+            self._s2c.stream(self.conn_id, "s2c", data, time.time_ns())
 
     def upstream_lost(self) -> None:
         if self.state == _OPEN and self.client is not None:
             _end(self.client)
 
     def closing(self, payload: bytes) -> None:
-        """A close frame passed (either way): the first one's code and reason are the connection's."""
+        """A close frame passed from the client: the first one's code, reason and time go to the feed, which
+        weighs them against the upstream's (`UpstreamStream.first_close`)."""
         if self.close_code is None:
-            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else _NO_STATUS
-            self.close_reason = payload[2:].decode(errors="replace")
+            self.close_code, self.close_reason = close_status(payload)
+            self.close_ns = time.time_ns()
 
     # --- the end ------------------------------------------------------------------------------------
     def _report_closed(self) -> None:
         feed = self.relay.feed
         if self._reported and feed is not None:
             self._reported = False
-            code = self.close_code if self.close_code is not None else _ABNORMAL
-            feed.closed(self.conn_id, code, self.close_reason)
+            feed.closed(self.conn_id, self.close_code, self.close_reason, self.close_ns)
 
     def end(self) -> None:
         for transport in (self.client, self.upstream):

@@ -191,7 +191,8 @@ class GatewayServer:
                 "monitor_upstream": monitor_upstream, "collectors": self.collectors_enabled,
                 "workspace": str(self.workspace.root),
                 "heartbeat_stale_after_s": heartbeat_stale_after_s, "run_timeout_s": run_timeout_s,
-                "max_observed_bytes": max_observed_bytes, "sweep_interval_s": sweep_interval_s,
+                "max_observed_bytes": max_observed_bytes, "max_message_bytes": max_size,
+                "sweep_interval_s": sweep_interval_s,
                 "scheduler_from_frames": scheduler_from_frames,
                 "openclaw_state": {"folder": str(openclaw_state), "interval_s": openclaw_state_interval_s}
                 if openclaw_state is not None else None,
@@ -215,7 +216,8 @@ class GatewayServer:
                 tick_interval_s=tick_interval_s, cron_jobs=cron_jobs, seed=seed,
                 trace_lookup=self.observer.run_traceparent if self.observer is not None else None)
         self._consumer = (FrameConsumer(telemetry, self.observer, max_observed_bytes=max_observed_bytes,
-                                        errors=self.observer_errors) if self.observer is not None else None)
+                                        max_message_bytes=max_size, errors=self.observer_errors)
+                          if self.observer is not None else None)
         if self._consumer is not None and upstream is not None:
             self._local_feed = LocalFeed(self._consumer, max_observe_queue)
             self.feed = self._local_feed

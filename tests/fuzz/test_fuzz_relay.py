@@ -17,9 +17,12 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from clawdbot_otel.frames import FrameError, RequestFrame, parse_frame
 from clawdbot_otel.gateway import GatewayServer
+from clawdbot_otel.gateway._ws_messages import UpstreamStream
 from clawdbot_otel.testing import capture_telemetry
 from tests.gateway.rawws import Seen, open_client, scripted_upstream
 
@@ -193,3 +196,72 @@ async def _through_the_byte_relay(tmp: Path, plan: list[tuple[str, Any, int]], c
 def test_the_byte_relay_parses_frames_cut_anywhere(tmp_path: Path, plan: list[tuple[str, Any, int]],
                                                    cuts: list[int]) -> None:
     asyncio.run(_through_the_byte_relay(tmp_path, plan, cuts))
+
+
+# --- the observer's side: the upstream's bytes as the relay read them, cut anywhere -----------------------------
+_MAX_MESSAGE = 300  # max_message_bytes here: larger messages are counted, not cut out
+upstream_plans = st.lists(st.one_of(
+    st.tuples(st.just("message"), messages, st.integers(min_value=1, max_value=3)),
+    st.tuples(st.just("large"), st.integers(min_value=_MAX_MESSAGE + 1, max_value=70_000), st.integers(1, 2)),
+    st.tuples(st.just("ping"), st.binary(max_size=125), st.just(1)),
+), max_size=8)
+
+
+@given(upstream_plans, st.one_of(st.none(), st.tuples(st.sampled_from([1000, 1001, 1011, 3000, 4321]), st.text(max_size=20))),
+       st.lists(st.integers(min_value=0), max_size=16))
+def test_the_observer_cuts_the_upstreams_messages_out_of_reads_cut_anywhere(
+        plan: list[tuple[str, Any, int]], close: tuple[int, str] | None, cuts: list[int]) -> None:
+    protocol = ServerProtocol(max_size=None)
+    protocol.state = State.OPEN
+    expected: list[bytes | None] = []
+    for kind, value, fragments in plan:
+        if kind == "ping":
+            protocol.send_ping(value)
+            continue
+        data = b"x" * value if kind == "large" else value.encode() if isinstance(value, str) else value
+        binary = kind == "large" or isinstance(value, bytes)
+        bounds = [len(data) * i // fragments for i in range(fragments + 1)]
+        for i in range(fragments):
+            part, fin = data[bounds[i]:bounds[i + 1]], i == fragments - 1
+            if i:
+                protocol.send_continuation(part, fin=fin)
+            else:
+                (protocol.send_binary if binary else protocol.send_text)(part, fin=fin)
+        expected.append(None if len(data) > _MAX_MESSAGE else data)
+    if close is not None:
+        protocol.send_close(*close)
+    stream = b"".join(protocol.data_to_send())
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    upstream = UpstreamStream(_MAX_MESSAGE)
+    cut: list[bytes | None] = []
+    close_read = None
+    for read, (start, end) in enumerate(itertools.pairwise(bounds)):
+        cut += upstream.cut(stream[start:end], 100 + read)
+        if close is not None and close_read is None and end == len(stream):
+            close_read = 100 + read  # the read that held the close frame's last byte
+    assert cut == expected
+    assert upstream.close == close
+    if close is not None:
+        assert upstream.close_ns == close_read
+        assert upstream.first_close(4999, "client", close_read + 1) == close  # the upstream's came first
+        assert upstream.first_close(1001, "client", close_read - 1) == (1001, "client")
+    assert upstream.first_close(None, "", 0) == (close if close is not None else (1006, ""))
+
+
+def test_after_lost_reads_the_observer_takes_the_stream_up_at_the_next_read_of_whole_frames() -> None:
+    protocol = ServerProtocol(max_size=None)
+    protocol.state = State.OPEN
+    reads = []
+    for text in (b'{"n":1}', b"y" * 200, b'{"n":3}', b'{"n":4}'):
+        protocol.send_text(text)
+        reads.append(b"".join(protocol.data_to_send()))
+    first, large, third, fourth = reads
+    upstream = UpstreamStream(None)
+    assert upstream.cut(first, 1) == [b'{"n":1}']
+    # the large frame's header and start were lost: its rest is no frame, then whole frames again
+    assert upstream.cut(large[100:], 2, gap=True) is None
+    assert upstream.cut(third + fourth[:3], 3) is None  # it ends in the middle of a frame: not yet
+    assert upstream.cut(fourth[3:], 4) is None  # a frame's rest
+    protocol.send_close(1001, "going away")
+    assert upstream.cut(fourth + b"".join(protocol.data_to_send()), 5) == [b'{"n":4}']
+    assert (upstream.close, upstream.close_ns) == ((1001, "going away"), 5)

@@ -226,8 +226,12 @@ class _Calls:
     def opened(self, conn_id: str, headers: dict[str, str]) -> None:
         self.calls.append(("opened", conn_id, headers))
 
-    def closed(self, conn_id: str, code: int | None, reason: str) -> None:
-        self.calls.append(("closed", conn_id, code, reason))
+    def closed(self, conn_id: str, code: int | None, reason: str, closed_ns: int = 0) -> None:
+        self.calls.append(("closed", conn_id, code, reason, closed_ns))
+
+    def stream_cut(self, conn_id: str, data: bytes, received_ns: int, gap: bool) -> list[bytes]:
+        self.calls.append(("stream", conn_id, data, received_ns, gap))
+        return [b"cut " + data, b"x" * 100]  # as if the read held two messages, the second large
 
     def relay_error(self, message: str, metadata: dict[str, Any]) -> None:
         self.calls.append(("relay_error", message, metadata))
@@ -256,10 +260,13 @@ async def test_the_observer_process_reads_records_split_anyhow_in_order(chunk: i
         record(op.MESSAGE | op.IDS, 1, 10, op._IDS.pack(1, 2, 3) + b'{"type":"req","id":"1","method":"health"}'),
         record(op.MESSAGE | op.S2C, 1, 11, large.encode()),
         record(op.MESSAGE | op.S2C | op.BINARY, 1, 12, b"\x00bin"),
+        record(op.STREAM | op.S2C, 1, 14, b"\x81\x02{}"),
+        record(op.STREAM | op.S2C | op.GAP, 1, 15, b"\x81\x00"),
+        record(op.STREAM | op.S2C, 9, 15, b"\x81\x02{}"),  # a connection never opened: skipped
         record(op.MESSAGE, 9, 13, b"{}"),  # a connection never opened: skipped
         record(op.ERROR, 0, 0, json.dumps(["relay failed", {"k": 1}]).encode()),
         record(op.LOST, 0, 0, b'{"observer_queue_full": 2}'),
-        record(op.CLOSE, 1, 0, b'[1000, "bye"]'),
+        record(op.CLOSE, 1, 0, b'[1000, "bye", 16]'),
     ))
     reader = asyncio.StreamReader()
     reads: list[int] = []
@@ -280,7 +287,13 @@ async def test_the_observer_process_reads_records_split_anyhow_in_order(chunk: i
         ("message", "conn-a", "c2s", '{"type":"req","id":"1","method":"health"}', 10, ((1 << 64) | 2, 3)),
         ("large message", "conn-a", "s2c", large, 11, None),
         ("message", "conn-a", "s2c", b"\x00bin", 12, None),
+        ("stream", "conn-a", b"\x81\x02{}", 14, False),
+        ("message", "conn-a", "s2c", b"cut \x81\x02{}", 14),
+        ("large message", "conn-a", "s2c", b"x" * 100, 14),
+        ("stream", "conn-a", b"\x81\x00", 15, True),
+        ("message", "conn-a", "s2c", b"cut \x81\x00", 15),
+        ("large message", "conn-a", "s2c", b"x" * 100, 15),
         ("relay_error", "relay failed", {"k": 1}),
         ("lost", "observer_queue_full", 2),
-        ("closed", "conn-a", 1000, "bye"),
+        ("closed", "conn-a", 1000, "bye", 16),
     ]
