@@ -38,7 +38,7 @@ from ._handshake import (
     upstream_request,
 )
 from ._relay import inject_traceparent, request_ids
-from ._ws_messages import MessageCutter, apply_mask, close_status
+from ._ws_messages import CONTROL, MASKED, MessageCutter, apply_mask, close_status
 
 __all__ = ["ProxyRelay"]
 
@@ -46,7 +46,6 @@ __all__ = ["ProxyRelay"]
 OPEN_TIMEOUT_S = 10.0
 #: Time a closing side has to take what was still buffered for it before its TCP connection is cut.
 CLOSE_TIMEOUT_S = 10.0
-_MASKED, _CONTROL = 0x80, 8
 _HANDSHAKE, _CONNECTING, _OPEN, _REFUSED = range(4)
 
 
@@ -89,7 +88,7 @@ class ProxyRelay:
 
 
 def _header(b0: int, length: int, mask: bytes | None) -> bytes:
-    bit = _MASKED if mask is not None else 0
+    bit = MASKED if mask is not None else 0
     if length < 126:
         head = bytes((b0, bit | length))
     elif length < 1 << 16:
@@ -112,7 +111,7 @@ class _Frames(MessageCutter):
         self.feed = feed
 
     def _frame(self, b0: int, mask: bytes | None, payload: bytes) -> bytes | None:
-        if b0 & 0x0F >= _CONTROL:
+        if b0 & 0x0F >= CONTROL:
             return super()._frame(b0, mask, payload)
         if mask is not None:
             payload = apply_mask(payload, mask)

@@ -15,7 +15,8 @@ try:  # websockets' C code; its pure-Python twin when the build has no extension
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-__all__ = ["ABNORMAL", "MessageCutter", "UpstreamStream", "apply_mask", "close_status", "whole_frames"]
+__all__ = ["ABNORMAL", "CONTROL", "MASKED", "MessageCutter", "UpstreamStream", "apply_mask", "close_status",
+           "whole_frames"]
 
 FIN, MASKED = 0x80, 0x80
 TEXT, BINARY, CLOSE, CONTROL = 1, 2, 8, 8
@@ -235,12 +236,10 @@ class UpstreamStream(MessageCutter):
             self._held, self._left, self._pieces, self._parts = None, 0, None, None
         cut: list[bytes | None] = []
         self._cut = cut
-        if self.close is None:
-            self.received(data)
-            if self.close is not None:
-                self.close_ns = received_ns
-        else:
-            self.received(data)
+        closed = self.close is not None
+        self.received(data)
+        if not closed and self.close is not None:
+            self.close_ns = received_ns
         return cut
 
     def _message(self, message: bytes | None) -> None:
