@@ -270,3 +270,60 @@ async def test_messages_over_max_size_are_relayed_and_counted_not_observed(tmp_p
     lost = {p.attributes["reason"]: p.value for p in cap.metric_points("clawdbot_otel.source_errors")}
     assert lost["message_too_large"] == 3
     assert {s.attributes["clawdbot.request.id"] for s in cap.spans_by_category("request")} == {"1", "2", "f"}
+
+
+@pytest.mark.parametrize(("first", "observed"), [
+    ("upstream", (4100, "upstream bye")),  # the client echoes it
+    ("upstream, then drop", (4100, "upstream bye")),  # no echo gets through: only the upstream's bytes tell
+    ("client", (4000, "client bye")),
+    ("drop", (1006, "")),  # the upstream's TCP connection cut without a close frame
+])
+def test_the_observer_is_told_the_first_close_frame_either_way(
+        run: Run, tmp_path: Path, first: str, observed: tuple[int, str]) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def upstream_handler(ws: ServerConnection) -> None:
+        async for _ in ws:
+            if first == "upstream":
+                await ws.close(4100, "upstream bye")
+            elif first == "upstream, then drop":
+                ws.protocol.send_close(4100, "upstream bye")
+                for data in ws.protocol.data_to_send():
+                    ws.transport.write(data)
+                ws.transport.close()
+            elif first == "drop":
+                ws.transport.abort()
+            return
+
+    async def test() -> None:
+        with capture_telemetry(strict=False) as cap:
+            async with serve(upstream_handler, "127.0.0.1", 0, compression=None) as upstream:
+                port = next(iter(upstream.sockets)).getsockname()[1]
+                server = GatewayServer(cap.telemetry, port=0, upstream=f"ws://127.0.0.1:{port}",
+                                       monitor_upstream=False, collectors=False, workspace=tmp_path)
+                assert server.observer is not None
+                closes: list[tuple[int | None, str]] = []
+                told = server.observer.connection_closed
+
+                def connection_closed(conn_id: str, code: int | None = None, reason: str = "") -> None:
+                    closes.append((code, reason))
+                    told(conn_id, code, reason)
+
+                server.observer.connection_closed = connection_closed  # type: ignore[method-assign]
+                async with server:
+                    async with connect(server.url, compression=None) as client:
+                        await client.send('{"type":"event","event":"hi"}')
+                        if first == "client":
+                            await client.close(4000, "client bye")
+                        else:
+                            with contextlib.suppress(Exception):
+                                await asyncio.wait_for(client.recv(), 5)
+                    for _ in range(200):
+                        if closes:
+                            break
+                        await asyncio.sleep(0.01)
+                assert closes == [observed]
+                assert server.observer_errors == []
+
+    run(test())
