@@ -1,11 +1,11 @@
-"""Spans that exist only as data until they end: the fast path for the proxy's request spans.
+"""Spans that exist only as data until they end: the fast path for every span the facade starts.
 
-A request span lives from a client's req frame to its response, and most of them (health probes) are
-never a parent of anything. The SDK's `start_span` builds a live `Span` (a lock, bounded attributes, the
-processors' `on_start`) that the request then only holds. A `DeferredSpan` keeps what `start_span` and the
-setters were given, gives children its context at once, and at `end` builds the finished span the SDK would
-have built (the same bounded attributes, events, status, times, resource and scope) and hands it to the
-span processors; `discard` forgets it (a request the tracing policy leaves untraced).
+The SDK's `start_span` builds a live `Span` (a lock, bounded attributes, the processors' `on_start`, about
+40 us here) that the caller then only holds: nothing reads a running span but its context. A `DeferredSpan`
+keeps what `start_span` was given, gives children its context at once, applies the setters as the SDK's
+span would (bounded attributes and events, created at the first change), and at `end` builds the finished
+span the SDK would have built (the same attributes, events, status, times, resource and scope) and hands it
+to the span processors; `discard` forgets it (a request the tracing policy leaves untraced).
 
 On the fast export path only (CLAWDBOT_OTEL_FAST_EXPORT, see `_sdk_internals`) and only for a plain SDK
 tracer (`FinishedSpanRoute`); otherwise `start_span` runs. tests/core/test_deferred_spans.py checks that
@@ -88,8 +88,8 @@ def start_deferred(tracer: Any, *, name: str, context: otel_context.Context | No
 class DeferredSpan(trace.Span):
     """A recording span kept as data until `end` (see the module docstring)."""
 
-    __slots__ = ("_attributes", "_context", "_end_time", "_events", "_kind", "_name", "_parent", "_resource",
-                 "_route", "_sets", "_status", "start_time")
+    __slots__ = ("_attributes", "_bounded", "_context", "_end_time", "_events", "_kind", "_links", "_name",
+                 "_parent", "_resource", "_route", "_status", "start_time")
 
     def __init__(self, route: FinishedSpanRoute, *, name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind, attributes: types.Attributes, start_time: int) -> None:
@@ -100,8 +100,9 @@ class DeferredSpan(trace.Span):
         self._kind = kind
         self._attributes = attributes
         self._resource = route.tracer.resource
-        self._sets: list[tuple[str, types.AnyValue]] = []
-        self._events: list[Event] = []
+        self._bounded: BoundedAttributes | None = None  # the SDK span's attributes, from the first set on
+        self._events: BoundedList[Event] | None = None
+        self._links: BoundedList[trace.Link] | None = None
         self._status = Status(StatusCode.UNSET)
         self._end_time: int | None = None
         self.start_time = start_time
@@ -114,7 +115,17 @@ class DeferredSpan(trace.Span):
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         if self._end_time is None:
-            self._sets.append((key, value))
+            self._attributes_now()[key] = value
+
+    def _attributes_now(self) -> BoundedAttributes:
+        """What the SDK's span holds from its start: set in place, so a long-lived span stays bounded."""
+        bounded = self._bounded
+        if bounded is None:
+            limits = self._route.limits
+            bounded = self._bounded = BoundedAttributes(limits.max_span_attributes, self._attributes,
+                                                        immutable=False,
+                                                        max_value_len=limits.max_span_attribute_length)
+        return bounded
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         for key, value in attributes.items():
@@ -140,10 +151,21 @@ class DeferredSpan(trace.Span):
         limits = self._route.limits
         bounded = BoundedAttributes(limits.max_event_attributes, attributes,
                                     max_value_len=limits.max_attribute_length, immutable=True)
+        if self._events is None:
+            self._events = BoundedList(limits.max_events)
         self._events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
-        raise NotImplementedError("a deferred span takes no links")  # start_span's links go the SDK's way
+        # links given to start_span go the SDK's way (the sampler sees them); these come later, as the SDK's
+        # span takes them: host code or an instrumentation may link the current span
+        if self._end_time is not None or not (context and (context.is_valid or attributes or context.trace_state)):
+            return
+        limits = self._route.limits
+        bounded = BoundedAttributes(limits.max_link_attributes, attributes,
+                                    max_value_len=limits.max_attribute_length, immutable=True)
+        if self._links is None:
+            self._links = BoundedList(limits.max_links)
+        self._links.append(trace.Link(context, bounded))
 
     def record_exception(self, exception: BaseException, attributes: types.Attributes = None,
                          timestamp: int | None = None, escaped: bool = False) -> None:
@@ -165,17 +187,13 @@ class DeferredSpan(trace.Span):
         self._end_time = end_time if end_time is not None else time_ns()
         route = self._route
         limits = route.limits
-        attributes = BoundedAttributes(limits.max_span_attributes, self._attributes, immutable=False,
-                                       max_value_len=limits.max_span_attribute_length)
-        for key, value in self._sets:
-            attributes[key] = value
+        attributes = self._attributes_now()
         freeze(attributes)
-        events: BoundedList[Event] = BoundedList(limits.max_events)
-        for event in self._events:
-            events.append(event)
+        events = self._events if self._events is not None else BoundedList(limits.max_events)
         route.finish(ReadableSpan(
             name=self._name, context=self._context, parent=self._parent, resource=self._resource,
-            attributes=attributes, events=events, links=BoundedList(limits.max_links), kind=self._kind,
+            attributes=attributes, events=events,
+            links=self._links if self._links is not None else BoundedList(limits.max_links), kind=self._kind,
             status=self._status, start_time=self.start_time, end_time=self._end_time,
             instrumentation_info=route.tracer.instrumentation_info, instrumentation_scope=route.scope,
         ))

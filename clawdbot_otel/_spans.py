@@ -208,8 +208,8 @@ class SpanHandle:
         self.span.end(end_time)
 
     def discard(self) -> None:
-        """Never export this span: a deferred span (`SpanScope.start_deferred`) is forgotten; a span the
-        SDK started is left without an end, which the SDK never exports."""
+        """Never export this span: a deferred span (see `SpanScope.start`) is forgotten; a span the SDK
+        started is left without an end, which the SDK never exports."""
         if isinstance(self.span, DeferredSpan):
             self.span.discard()
 
@@ -296,30 +296,24 @@ class SpanScope:
         self._token: object | None = None
 
     def start(self) -> SpanHandle:
-        """Start without making it current (for spans that end elsewhere, e.g. a frame observer)."""
+        """Start without making it current (for spans that end elsewhere, e.g. a frame observer). On the
+        fast export path the span exists only as data until it ends, and `SpanHandle.discard` can still
+        drop it (see `_deferred_spans`); the exported span is the one the SDK's `start_span` gives."""
         category, name, ctx, kind, attrs, start_time, links, ids = self._prepare()
         owner = self._owner
-        preset = PresetIds.of(owner.tracer) if ids is not None else None
-        if preset is not None and ids is not None:
-            preset.preset(*ids)
-        try:
-            span = owner.tracer.start_span(name, context=ctx, kind=kind, attributes=attrs, links=links,
-                                           start_time=start_time)
-        finally:
-            if preset is not None:
-                preset.clear()
-        self._handle = SpanHandle(span, category, owner)
-        return self._handle
-
-    def start_deferred(self) -> SpanHandle:
-        """`start`, but on the fast export path the span exists only as data until it ends, and
-        `SpanHandle.discard` can still drop it (see `_deferred_spans`); the same span either way."""
-        category, name, ctx, kind, attrs, start_time, links, ids = self._prepare()
-        span = None if links else start_deferred(self._owner.tracer, name=name, context=ctx, kind=kind,
+        span = None if links else start_deferred(owner.tracer, name=name, context=ctx, kind=kind,
                                                  attributes=attrs, start_time=start_time, ids=ids)
         if span is None:
-            return self.start()
-        self._handle = SpanHandle(span, category, self._owner)
+            preset = PresetIds.of(owner.tracer) if ids is not None else None
+            if preset is not None and ids is not None:
+                preset.preset(*ids)
+            try:
+                span = owner.tracer.start_span(name, context=ctx, kind=kind, attributes=attrs, links=links,
+                                               start_time=start_time)
+            finally:
+                if preset is not None:
+                    preset.clear()
+        self._handle = SpanHandle(span, category, owner)
         return self._handle
 
     def _prepare(self) -> tuple[_Category, str, otel_context.Context | None, SpanKind, dict[str, Any],

@@ -5,8 +5,8 @@ The tracing policy (CLAWDBOT_OTEL_UNTRACED_METHODS, a comma list, default `healt
 traced): a request of such a method that succeeds makes no span, one that fails or times out keeps its
 full span; every request is counted in the metrics all the same. Health probes are the bulk of a gateway's
 requests and say nothing once they succeed (docs/request-tracing.md). The decision is taken at the
-response: the span is started deferred (`SpanScope.start_deferred`), so that an untraced one costs next
-to nothing on the fast export path.
+response: on the fast export path a span is data until it ends (`SpanScope.start`), so that an untraced
+one costs next to nothing.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class RequestTracker:
         span = self.telemetry.request_span(
             method, request_id=frame.id, body=params, connection_id=conn.id, client_id=conn.client_id,
             parent=frame.traceparent, start_time=now, ids=ids,
-        ).start_deferred()
+        ).start()
         if conn.headers_json is not None:
             span.set("clawdbot.request.headers", conn.headers_json)
         deadline = now + self.request_timeout_ns

@@ -1,10 +1,10 @@
-"""CLAWDBOT_OTEL_FAST_EXPORT and request spans: deferred (`SpanScope.start_deferred`, built as data and handed
+"""CLAWDBOT_OTEL_FAST_EXPORT and spans: deferred (`SpanScope.start` on the fast path: built as data and handed
 to the processors finished) or started by the SDK's `start_span`, the exported spans are the same.
 
-Two captures run the same request spans, one with the switch on and one with it off; every field of every
-exported span must be equal: name, ids, flags, trace state, parent, kind, start and end times, attributes
-(order, truncation, dropped count), events, links, status, resource and scope. Children started on a
-deferred span must be the same children too.
+Two captures run the same spans, one with the switch on and one with it off; every field of every exported
+span must be equal: name, ids, flags, trace state, parent, kind, start and end times, attributes (order,
+truncation, dropped count), events, links, status, resource and scope. Children started on a deferred span
+must be the same children too.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import TraceFlags
 
-from clawdbot_otel import SpanHandle, Telemetry
+from clawdbot_otel import SpanHandle, Telemetry, _deferred_spans
 from clawdbot_otel._deferred_spans import DeferredSpan
 from clawdbot_otel._sdk_internals import FAST_EXPORT_ENV
 from clawdbot_otel.testing import Capture, capture_telemetry
@@ -46,7 +48,7 @@ def _fields(span: ReadableSpan) -> tuple[Any, ...]:
 
 def _request(t: Telemetry, n: int, **kwargs: Any) -> SpanHandle:
     return t.request_span("health", request_id=f"r{n}", connection_id="conn-1", client_id="cli",
-                          body={"probe": True}, start_time=T0 + n, **kwargs).start_deferred()
+                          body={"probe": True}, start_time=T0 + n, **kwargs).start()
 
 
 def _workload(t: Telemetry) -> list[SpanHandle]:
@@ -87,7 +89,7 @@ def _workload(t: Telemetry) -> list[SpanHandle]:
 
 
 @pytest.fixture(params=[None, SpanLimits(max_span_attributes=5, max_span_attribute_length=8, max_events=2,
-                                         max_event_attributes=2)], ids=["default-limits", "tight-limits"])
+                                         max_event_attributes=2, max_links=2, max_link_attributes=2)], ids=["default-limits", "tight-limits"])
 def limits(request: pytest.FixtureRequest) -> SpanLimits | None:
     return request.param  # type: ignore[no-any-return]
 
@@ -95,6 +97,9 @@ def limits(request: pytest.FixtureRequest) -> SpanLimits | None:
 def _run(monkeypatch: pytest.MonkeyPatch, fast: bool, limits: SpanLimits | None,
          workload: Callable[[Telemetry], Any] = _workload) -> tuple[list[ReadableSpan], Capture, Any]:
     monkeypatch.setenv(FAST_EXPORT_ENV, "1" if fast else "0")
+    clock = iter(range(T0 + 10_000, T0 + 20_000))  # the same times on both paths, for spans timed by the clock
+    monkeypatch.setattr(sdk_trace, "time_ns", lambda: next(clock))
+    monkeypatch.setattr(_deferred_spans, "time_ns", lambda: next(clock))
     with capture_telemetry(strict=False) as cap:
         if limits is not None:
             cap.telemetry.tracer._span_limits = limits  # type: ignore[attr-defined]
@@ -117,6 +122,69 @@ def test_deferred_request_spans_export_what_the_sdk_exports(monkeypatch: pytest.
     flags = {h.span_id: h.span.get_span_context().trace_flags for h in fast_handles}
     assert flags[f"{0xB1:016x}"] == TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
     assert flags[f"{0xB4:016x}"] == TraceFlags(TraceFlags.DEFAULT)
+
+
+class _Boom(Exception):
+    pass
+
+
+def _every_category(t: Telemetry) -> list[trace.Span]:
+    """Spans of every category, the ways host code and the collection points start them: `with` (current,
+    timed by the clock, an error escaping), the decorator, `start()` ended elsewhere, links, long-lived
+    spans whose attributes and events are set past the limits."""
+    spans: list[trace.Span] = []
+    with t.session_span("main", model="claude-sonnet-4-5", provider="anthropic", session_key="agent:main:main",
+                        run_id="run-9") as session:
+        spans.append(session.span)
+        for turn in range(12):  # a long session updated in place: bounded like the SDK's own span
+            session.set("clawdbot.session.run_id", f"run-{turn}")
+            session.set("gen_ai.response.model", f"claude-sonnet-4-5-{turn}")
+        for n in range(5):
+            session.span.add_event("turn", {"n": n, "a": 1, "b": 2})
+            session.span.add_link(trace.SpanContext(CLIENT_TRACE, 0xC0 + n, False), {"n": n, "a": 1, "b": 2})  # later
+        session.span.add_link(trace.INVALID_SPAN_CONTEXT)  # ignored, as the SDK ignores it
+        with pytest.raises(_Boom), t.tool_call_span("exec", call_id="call-1", params={"cmd": "ls"}) as tool:
+            spans.append(tool.span)
+            assert trace.get_current_span() is tool.span  # current while inside
+            raise _Boom("tool failed")
+        model = t.model_call_span("gpt-5", provider="openai", start_time=T0 + 20).start()  # current parent
+        model.set("gen_ai.usage.input_tokens", 10).set("gen_ai.usage.output_tokens", 5).set_status("success")
+        model.end(T0 + 30)
+        spans.append(model.span)
+
+    @t.spawn_span("helper", model="m", task="look it up\nthen report", requested_by="main")
+    def spawn() -> trace.Span:
+        return trace.get_current_span()
+
+    spans.append(spawn())
+    message = t.message_span("main", "helper", "task", operation="deliver", message_id="m-1",
+                             parent=session, start_time=T0 + 40).start()
+    message.record_error("not delivered", "delivery")
+    message.end(T0 + 41)
+    spans.append(message.span)
+    job = t.job_span("nightly", job_id="j-1", trigger="manual", start_time=T0 + 50).start()
+    validation = t.validation_span("L2", task_id="t-1", parent=job, start_time=T0 + 51).start()
+    validation.set_status("timeout", "grader gone", "timeout")
+    validation.end(T0 + 52)
+    job.end(T0 + 53)
+    linked = t.start_span("job", attributes={"clawdbot.job.name": "linked"}, start_time=T0 + 60,
+                          links=[trace.Link(job.span.get_span_context())]).start()  # links: the SDK's way
+    linked.end(T0 + 61)
+    spans += [job.span, validation.span, linked.span]
+    return spans
+
+
+def test_every_span_category_exports_what_the_sdk_exports(monkeypatch: pytest.MonkeyPatch,
+                                                          limits: SpanLimits | None) -> None:
+    fast, _, fast_live = _run(monkeypatch, True, limits, _every_category)
+    sdk, _, sdk_live = _run(monkeypatch, False, limits, _every_category)
+    assert [type(span).__name__ for span in fast_live] == ["DeferredSpan"] * 7 + ["_Span"]  # linked: the SDK's
+    assert not any(isinstance(span, DeferredSpan) for span in sdk_live)
+    assert len(fast) == 8 and [s.name for s in fast] == [s.name for s in sdk]
+    for got, want in zip(fast, sdk, strict=True):
+        assert _fields(got) == _fields(want), got.name
+    tool = next(s for s in fast if s.name == "execute_tool exec")
+    assert tool.status.status_code.name == "ERROR" and tool.events[0].name == "exception"
 
 
 class _Watching(SpanProcessor):
