@@ -23,7 +23,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.semconv.attributes.exception_attributes import (
@@ -83,6 +83,11 @@ def start_deferred(tracer: Any, *, name: str, context: otel_context.Context | No
         return trace.NonRecordingSpan(span_context)
     return DeferredSpan(route, name=name, context=span_context, parent=parent, kind=kind,
                         attributes=sampling.attributes, start_time=start_time if start_time is not None else time_ns())
+
+
+def _frozen(maxlen: int | None, attributes: types.Attributes, limits: SpanLimits) -> BoundedAttributes:
+    """An event's or a link's attributes, as the SDK's span bounds them."""
+    return BoundedAttributes(maxlen, attributes, max_value_len=limits.max_attribute_length, immutable=True)
 
 
 class DeferredSpan(trace.Span):
@@ -149,11 +154,10 @@ class DeferredSpan(trace.Span):
         if self._end_time is not None:
             return
         limits = self._route.limits
-        bounded = BoundedAttributes(limits.max_event_attributes, attributes,
-                                    max_value_len=limits.max_attribute_length, immutable=True)
         if self._events is None:
             self._events = BoundedList(limits.max_events)
-        self._events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
+        self._events.append(Event(name=name, attributes=_frozen(limits.max_event_attributes, attributes, limits),
+                                  timestamp=timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         # links given to start_span go the SDK's way (the sampler sees them); these come later, as the SDK's
@@ -161,11 +165,9 @@ class DeferredSpan(trace.Span):
         if self._end_time is not None or not (context and (context.is_valid or attributes or context.trace_state)):
             return
         limits = self._route.limits
-        bounded = BoundedAttributes(limits.max_link_attributes, attributes,
-                                    max_value_len=limits.max_attribute_length, immutable=True)
         if self._links is None:
             self._links = BoundedList(limits.max_links)
-        self._links.append(trace.Link(context, bounded))
+        self._links.append(trace.Link(context, _frozen(limits.max_link_attributes, attributes, limits)))
 
     def record_exception(self, exception: BaseException, attributes: types.Attributes = None,
                          timestamp: int | None = None, escaped: bool = False) -> None:
