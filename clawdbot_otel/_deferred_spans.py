@@ -1,7 +1,7 @@
 """Spans that exist only as data until they end: the fast path for every span the facade starts.
 
-The SDK's `start_span` builds a live `Span` (a lock, bounded attributes, the processors' `on_start`, about
-40 us here) that the caller then only holds: nothing reads a running span but its context. A `DeferredSpan`
+The SDK's `start_span` builds a live `Span` (a lock, bounded attributes, the processors' `on_start`) that
+the caller then only holds: nothing reads a running span but its context. A `DeferredSpan`
 keeps what `start_span` was given, gives children its context at once, applies the setters as the SDK's
 span would (bounded attributes and events, created at the first change), and at `end` builds the finished
 span the SDK would have built (the same attributes, events, status, times, resource and scope) and hands it

@@ -30,7 +30,7 @@ one is missing, that object takes the SDK's public path instead of failing.
   value
 - `Tracer._span_limits`, `_instrumentation_scope`, `_tracer_config.is_enabled`, `_tracer_metrics`,
   `SynchronousMultiSpanProcessor._span_processors`, `BoundedAttributes._immutable`: `FinishedSpanRoute`,
-  which hands a span built as data (`_deferred_spans.DeferredSpan`, the proxy's request spans) to the
+  which hands a span built as data (`_deferred_spans.DeferredSpan`: every span the facade starts) to the
   span processors finished, as `Span.end` would (the fast path for spans)
 
 Not counted as internals: `opentelemetry.sdk._logs` and `opentelemetry.exporter.otlp.proto.common._log_encoder`
