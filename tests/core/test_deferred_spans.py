@@ -89,7 +89,8 @@ def _workload(t: Telemetry) -> list[SpanHandle]:
 
 
 @pytest.fixture(params=[None, SpanLimits(max_span_attributes=5, max_span_attribute_length=8, max_events=2,
-                                         max_event_attributes=2, max_links=2, max_link_attributes=2)], ids=["default-limits", "tight-limits"])
+                                         max_event_attributes=2, max_links=2, max_link_attributes=2)],
+                ids=["default-limits", "tight-limits"])
 def limits(request: pytest.FixtureRequest) -> SpanLimits | None:
     return request.param  # type: ignore[no-any-return]
 
@@ -139,9 +140,9 @@ def _every_category(t: Telemetry) -> list[trace.Span]:
         for turn in range(12):  # a long session updated in place: bounded like the SDK's own span
             session.set("clawdbot.session.run_id", f"run-{turn}")
             session.set("gen_ai.response.model", f"claude-sonnet-4-5-{turn}")
-        for n in range(5):
+        for n in range(5):  # events, and links added after the start (as host code or an instrumentation may)
             session.span.add_event("turn", {"n": n, "a": 1, "b": 2})
-            session.span.add_link(trace.SpanContext(CLIENT_TRACE, 0xC0 + n, False), {"n": n, "a": 1, "b": 2})  # later
+            session.span.add_link(trace.SpanContext(CLIENT_TRACE, 0xC0 + n, False), {"n": n, "a": 1, "b": 2})
         session.span.add_link(trace.INVALID_SPAN_CONTEXT)  # ignored, as the SDK ignores it
         with pytest.raises(_Boom), t.tool_call_span("exec", call_id="call-1", params={"cmd": "ls"}) as tool:
             spans.append(tool.span)
